@@ -1,0 +1,1 @@
+"""HTTP layer: the app factory, cross-cutting middleware, authentication and conventions."""

@@ -1,0 +1,45 @@
+"""Base classes and shared validators for request/response models."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+_BCP47 = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-(?:[A-Za-z]{2}|[0-9]{3}))?$")
+_TIMEZONES = available_timezones()
+
+
+class RequestModel(BaseModel):
+    """Request bodies reject unknown fields (``parameter_unknown``) unless a model opts out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ResponseModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+def _check_timezone(value: str) -> str:
+    if value not in _TIMEZONES and value != "UTC":
+        raise ValueError("must be an IANA timezone name such as Australia/Sydney")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError("must be an IANA timezone name such as Australia/Sydney") from exc
+    return value
+
+
+def _check_locale(value: str) -> str:
+    if not _BCP47.match(value):
+        raise ValueError("must be a BCP-47 language tag such as en or en-AU")
+    return value
+
+
+Timezone = Annotated[str, AfterValidator(_check_timezone)]
+Locale = Annotated[str, AfterValidator(_check_locale)]
+NonEmptyName = Annotated[str, Field(min_length=1, max_length=200)]
+Timestamp = datetime

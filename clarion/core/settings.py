@@ -1,0 +1,80 @@
+"""Process configuration, read from ``CLARION_*`` environment variables.
+
+Every setting has a documented default (see docs/configuration.md) so ``clarion serve`` runs with
+no configuration at all: SQLite under ``./var/``, an in-process worker, a generated secret key.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLARION_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./var"), description="Where the SQLite file and generated secret live.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; SQLite file under data_dir when empty.")
+    redis_url: str | None = Field(default=None, description="Redis for shared rate limits and wake-ups.")
+    base_url: str = Field(default="http://127.0.0.1:8080", description="Public URL for links and tracking.")
+    secret_key: str = Field(default="", description="Signs tokens and encrypts secrets at rest.")
+    webhook_allow_private: bool = Field(default=False, description="Allow webhook targets on private hosts.")
+
+    # Rate limits, in the `limits` library's notation ("N per period" or "N/period").
+    rate_limit_client_ip: str = "8000/minute"
+    rate_limit_general_ip: str = "1000/10 seconds"
+    rate_limit_per_key: str = "3000/10 seconds"
+    rate_limit_enabled: bool = True
+
+    idempotency_ttl_seconds: int = 24 * 3600
+    idempotency_lock_seconds: int = 60
+
+    db_pool_size: int = 10
+    db_echo: bool = False
+    log_level: str = "info"
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_redis_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+    @property
+    def resolved_database_url(self) -> str:
+        return normalise_database_url(self.database_url or f"sqlite:///{self.data_dir / 'clarion.db'}")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    def resolved_secret_key(self) -> str:
+        """The configured key, or one generated once and kept in ``data_dir/secret_key``."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.touch(mode=0o600)
+        path.write_text(key + "\n")
+        return key
+
+
+def normalise_database_url(url: str) -> str:
+    """Map plain dialect URLs onto the async drivers Clarion runs on."""
+    if url.startswith("sqlite:///") or url.startswith("sqlite://"):
+        return "sqlite+aiosqlite" + url[len("sqlite") :]
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    if url.startswith("postgresql+psycopg2://") or url.startswith("postgresql+psycopg://"):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    return url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""API keys: organisation keys (`ok_`) and project keys (`sk_`, `pk_`)."""

@@ -1,0 +1,1 @@
+"""Organisations, projects, onboarding metadata and admin users (the admin surface)."""

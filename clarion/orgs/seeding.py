@@ -1,0 +1,12 @@
+"""What every new project starts with. Domains that seed rows add one call here."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.orgs.models import Project
+
+
+async def seed_new_project(session: AsyncSession, project: Project) -> None:
+    """Create the rows a new project needs (default subscriptions, … as domains land)."""
+    del session, project

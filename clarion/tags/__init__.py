@@ -1,0 +1,1 @@
+"""Project tags and their application to other resources (campaigns, lists, journeys)."""

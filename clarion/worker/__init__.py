@@ -1,0 +1,1 @@
+"""Background processes: the worker (claims due work) and the scheduler (periodic duties)."""

@@ -1,0 +1,70 @@
+"""The worker: one asyncio task per work source, each claiming batches until idle, then waiting
+for a wake-up or the poll interval. Run in-process by `clarion serve`, or alone by `clarion worker`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from clarion.core.db import Database
+from clarion.core.wakeup import Waker
+
+log = logging.getLogger("clarion.worker")
+
+
+class WorkSource(Protocol):
+    topic: str
+
+    async def run_once(self) -> int:
+        """Claim and process one batch; return how many items it handled (0 = nothing due)."""
+        ...
+
+
+def default_sources(db: Database) -> list[WorkSource]:
+    """Every kind of due work this build knows about; domains add their sources here."""
+    from clarion.core.registry import load_job_handlers
+    from clarion.worker.jobs import JobSource
+
+    load_job_handlers()
+    return [JobSource(db)]
+
+
+class Worker:
+    def __init__(self, sources: list[WorkSource], waker: Waker, *, poll_interval: float = 1.0) -> None:
+        self.sources = sources
+        self.waker = waker
+        self.poll_interval = poll_interval
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    async def _loop(self, source: WorkSource) -> None:
+        while not self._stopping.is_set():
+            try:
+                handled = await source.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("work source %s failed; retrying", source.topic)
+                handled = 0
+                await asyncio.sleep(self.poll_interval)
+            if handled == 0:
+                await self.waker.wait(source.topic, self.poll_interval)
+
+    async def start(self) -> None:
+        await self.waker.start([s.topic for s in self.sources])
+        self._tasks = [asyncio.create_task(self._loop(s), name=f"worker:{s.topic}") for s in self.sources]
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def run_forever(self) -> None:
+        await self.start()
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            await self.stop()
