@@ -12,6 +12,10 @@ MODEL_MODULES = [
     "clarion.orgs.models",
     "clarion.keys.models",
     "clarion.tags.models",
+    "clarion.providers.models",
+    "clarion.providers.capture",
+    "clarion.campaigns.models",
+    "clarion.delivery.models",
 ]
 
 

@@ -1,0 +1,1 @@
+"""Campaigns: authored sends (audience, template, send-time settings) fired by schedule or trigger."""

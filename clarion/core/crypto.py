@@ -1,0 +1,42 @@
+"""Encryption at rest for secrets (provider credentials, webhook signing secrets) and signing of
+URL tokens. One Fernet key derived from ``CLARION_SECRET_KEY`` with HKDF, one per purpose."""
+
+from __future__ import annotations
+
+import base64
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+
+@lru_cache(maxsize=32)
+def derive_key(secret_key: str, purpose: str) -> bytes:
+    """32 bytes for ``purpose`` derived from the process secret (HKDF-SHA256)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"clarion:{purpose}".encode()).derive(
+        secret_key.encode()
+    )
+
+
+@lru_cache(maxsize=8)
+def _fernet(secret_key: str) -> Fernet:
+    return Fernet(base64.urlsafe_b64encode(derive_key(secret_key, "encryption-at-rest")))
+
+
+def encrypt_bytes(secret_key: str, plaintext: bytes) -> bytes:
+    return _fernet(secret_key).encrypt(plaintext)
+
+
+def decrypt_bytes(secret_key: str, token: bytes) -> bytes:
+    return _fernet(secret_key).decrypt(token)
+
+
+def encrypt_json(secret_key: str, value: Any) -> bytes:
+    return encrypt_bytes(secret_key, orjson.dumps(value))
+
+
+def decrypt_json(secret_key: str, token: bytes) -> Any:
+    return orjson.loads(decrypt_bytes(secret_key, token))

@@ -1,0 +1,85 @@
+"""The delivery ledger: triggers, one message per (campaign, trigger, user), message events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from clarion.core.clock import utcnow
+from clarion.core.db import Base, BigIntPK, JSONDoc, UTCDateTime
+from clarion.core.models import IntPK, Timestamps
+from clarion.core.tenancy import ProjectOwned
+
+
+class Trigger(ProjectOwned, IntPK, Timestamps, Base):
+    """One firing of a campaign: its audience, per-call recipients or one user (§E1)."""
+
+    __tablename__ = "triggers"
+    __table_args__ = (UniqueConstraint("campaign_id", "idempotency_key"),)
+
+    public_id: Mapped[str] = mapped_column(String(32), nullable=False, unique=True)  # trg_<ULID>
+    campaign_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    kind: Mapped[str] = mapped_column(String(10), nullable=False)  # audience | users | user | schedule
+    state: Mapped[str] = mapped_column(String(14), nullable=False, default="pending")
+    event: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    recipients: Mapped[int | None] = mapped_column(Integer)
+    skipped: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    materialised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Message(ProjectOwned, Base):
+    """One message to one user. Due work: claimed by workers by ``state``/``due_at``/``lease_until``."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "trigger_id", "user_id"),
+        Index("ix_messages_due", "state", "due_at"),
+        Index("ix_messages_trigger", "trigger_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    public_id: Mapped[str] = mapped_column(String(32), nullable=False, unique=True)  # msg_<ULID>
+    campaign_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False)
+    trigger_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("triggers.id", ondelete="CASCADE"), nullable=False)
+    user_id: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    channel: Mapped[str] = mapped_column(String(10), nullable=False)
+    # queued → sending → sent → delivered | failed | bounced; skipped; aborted
+    state: Mapped[str] = mapped_column(String(10), nullable=False, default="queued")
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    skip_reason: Mapped[str | None] = mapped_column(String(40))
+    provider_id: Mapped[int | None] = mapped_column(BigInteger)
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    context: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)  # per-call attributes + event
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
+
+
+class MessageEvent(ProjectOwned, Base):
+    """Append-only history of a message: queued, sent, delivered, opened, clicked, …"""
+
+    __tablename__ = "message_events"
+    __table_args__ = (
+        Index("ix_message_events_message", "message_id", "created_at"),
+        Index("ix_message_events_project_created", "project_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    public_id: Mapped[str] = mapped_column(String(32), nullable=False, unique=True)  # evt_<ULID>
+    message_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False)
+    campaign_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    type: Mapped[str] = mapped_column(String(40), nullable=False)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+__all__ = ["Message", "MessageEvent", "Trigger"]

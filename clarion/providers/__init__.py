@@ -1,0 +1,1 @@
+"""Delivery providers (SMTP, SMS/push vendors, webhook, capture) and their credentials."""
