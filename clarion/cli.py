@@ -138,7 +138,9 @@ def worker() -> None:
     from clarion.worker.runner import Worker, default_sources
 
     _logging()
-    _serve_forever(lambda db: Worker(default_sources(db), Waker(get_settings().redis_url)))
+    _serve_forever(
+        lambda db: Worker(default_sources(db), Waker(get_settings().redis_url, get_settings().redis_namespace))
+    )
 
 
 @app.command()

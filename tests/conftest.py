@@ -70,15 +70,28 @@ class Backend:
 
 @pytest_asyncio.fixture(scope="session", params=BACKENDS)
 async def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Backend]:
+    """A migrated, empty database on each backend for the whole run."""
     data_dir = tmp_path_factory.mktemp(f"clarion-{request.param}")
     if request.param == "sqlite":
-        yield Backend("sqlite", f"sqlite:///{data_dir / 'clarion.db'}", data_dir)
+        backend = Backend("sqlite", f"sqlite:///{data_dir / 'clarion.db'}", data_dir)
+        await _migrate(backend)
+        yield backend
         return
     name = await create_pg_database()
     try:
-        yield Backend("postgres", pg_url(name), data_dir)
+        backend = Backend("postgres", pg_url(name), data_dir)
+        await _migrate(backend)
+        yield backend
     finally:
         await drop_pg_database(name)
+
+
+async def _migrate(backend: Backend) -> None:
+    database = Database(make_settings(backend))
+    try:
+        await migrate(database)
+    finally:
+        await database.dispose()
 
 
 def make_settings(backend: Backend, **overrides: Any) -> Settings:
@@ -98,7 +111,6 @@ def make_settings(backend: Backend, **overrides: Any) -> Settings:
 @pytest_asyncio.fixture(scope="session")
 async def app(backend: Backend) -> AsyncIterator[FastAPI]:
     application = create_app(make_settings(backend))
-    await migrate(application.state.db)
     yield application
     await application.state.db.dispose()
 

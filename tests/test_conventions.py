@@ -121,3 +121,16 @@ async def test_unhandled_exception_is_500_problem(client: httpx.AsyncClient, ten
         assert "kaboom" not in body["message"]
     finally:
         app.router.routes[:] = [rt for rt in app.router.routes if getattr(rt, "path", "") != "/api/client/__boom"]
+
+
+async def test_nul_characters_are_rejected_not_500(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    body = assert_problem(
+        await client.post("/api/client/tags", json={"name": "a\u0000b"}, headers=tenant.sk), 422, "validation_failed"
+    )
+    assert "NUL" in body["message"]
+    assert_problem(
+        await client.post("/api/client/keys", json={"name": "k", "description": "x\u0000"}, headers=tenant.sk),
+        422,
+        "validation_failed",
+    )
+    assert_problem(await client.get("/api/client/tags?q=a%00b", headers=tenant.sk), 400, "parameter_invalid_format")

@@ -44,9 +44,10 @@ def admin_routers() -> list[APIRouter]:
 def create_app(settings: Settings | None = None, *, run_worker: bool = False) -> FastAPI:
     """Build the app. ``run_worker`` starts the worker and scheduler inside this process."""
     settings = settings or get_settings()
+    settings.resolved_secret_key()  # generated and kept under data_dir on first start
     load_models()
     db = Database(settings)
-    waker = Waker(settings.redis_url)
+    waker = Waker(settings.redis_url, settings.redis_namespace)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -61,6 +61,12 @@ class ConventionsMiddleware:
                 out["Spotzee-Version"] = API_VERSION
             await send(message)
 
+        if b"%00" in scope.get("query_string", b"") or "\x00" in scope.get("path", ""):
+            response = problem_response(
+                ErrorCode.parameter_invalid_format, "Parameters must not contain NUL characters.", request_id=rid
+            )
+            await response(scope, receive, send_with_headers)
+            return
         version = headers.get("spotzee-version")
         if version is not None and scope["path"].startswith("/api/"):
             problem = _version_problem(version.strip())

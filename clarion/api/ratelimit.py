@@ -20,12 +20,12 @@ from clarion.api.errors import ErrorCode, problem_response
 from clarion.core.settings import Settings
 
 
-def make_storage(settings: Settings, namespace: str = "clarion") -> Storage:
+def make_storage(settings: Settings) -> Storage:
     if settings.redis_url:
         url = settings.redis_url
         if url.startswith("redis://") or url.startswith("rediss://"):
             url = "async+" + url
-        return RedisStorage(url, key_prefix=f"{namespace}:rl")
+        return RedisStorage(url, key_prefix=f"{settings.redis_namespace}:rl")
     return MemoryStorage()
 
 

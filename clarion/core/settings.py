@@ -6,6 +6,7 @@ no configuration at all: SQLite under ``./var/``, an in-process worker, a genera
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +21,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("./var"), description="Where the SQLite file and generated secret live.")
     database_url: str = Field(default="", description="SQLAlchemy URL; SQLite file under data_dir when empty.")
     redis_url: str | None = Field(default=None, description="Redis for shared rate limits and wake-ups.")
+    redis_namespace: str = Field(default="clarion", description="Prefix of every Redis key Clarion writes.")
     base_url: str = Field(default="http://127.0.0.1:8080", description="Public URL for links and tracking.")
     secret_key: str = Field(default="", description="Signs tokens and encrypts secrets at rest.")
     webhook_allow_private: bool = Field(default=False, description="Allow webhook targets on private hosts.")
@@ -54,14 +56,24 @@ class Settings(BaseSettings):
         """The configured key, or one generated once and kept in ``data_dir/secret_key``."""
         if self.secret_key:
             return self.secret_key
-        path = self.data_dir / "secret_key"
-        if path.exists():
-            return path.read_text().strip()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(48)
-        path.touch(mode=0o600)
-        path.write_text(key + "\n")
-        return key
+        return _generated_secret(self.data_dir.resolve())
+
+
+@lru_cache(maxsize=8)
+def _generated_secret(data_dir: Path) -> str:
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    # Create it private (0600) and never overwrite one another process wrote first.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
 
 
 def normalise_database_url(url: str) -> str:

@@ -21,6 +21,7 @@ from clarion.orgs.schemas import (
     OrgProject,
     OrgProjectCreate,
     OrgProjectUpdate,
+    ProjectFields,
     ProjectOut,
 )
 
@@ -34,7 +35,7 @@ def _project_fields(project: Project) -> dict[str, Any]:
     return OrgProject.model_validate(project).model_dump(exclude={"role", "has_provider"})
 
 
-@admin.get("/projects", response_model=Paged[OrgProject], operation_id="listProjects")
+@admin.get("/projects", response_model=Paged[ProjectFields], operation_id="listProjects")
 async def list_projects(
     response: Response, ctx: OrgContext = org_ctx(), params: PageParams = Depends(page_params)
 ) -> Any:

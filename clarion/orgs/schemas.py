@@ -65,6 +65,8 @@ class OrgProjectUpdate(RequestModel):
 
 
 class ProjectFields(ResponseModel):
+    """A project as listed (OrgProject without `role`/`has_provider`)."""
+
     id: int
     organization_id: int
     name: str

@@ -67,6 +67,9 @@ class JobSource:
     topic = JOBS_TOPIC
 
     def __init__(self, db: Database, *, batch_size: int = 20, lease_seconds: int = 300) -> None:
+        from clarion.core.registry import load_job_handlers
+
+        load_job_handlers()
         self.db = db
         self.batch_size = batch_size
         self.lease = timedelta(seconds=lease_seconds)
