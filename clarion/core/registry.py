@@ -12,6 +12,11 @@ MODEL_MODULES = [
     "clarion.orgs.models",
     "clarion.keys.models",
     "clarion.tags.models",
+    "clarion.users.models",
+    "clarion.events.models",
+    "clarion.subscriptions.models",
+    "clarion.dataschema.models",
+    "clarion.imports.models",
 ]
 
 
