@@ -1,0 +1,82 @@
+"""`/campaigns` CRUD, state changes and duplication (contract §B3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Path, Response
+from sqlalchemy import select
+
+from clarion.api.context import ProjectContext, project_ctx
+from clarion.api.pagination import Paged, PageParams, page_params, paginate
+from clarion.campaigns import service
+from clarion.campaigns.models import Campaign
+from clarion.campaigns.schemas import CampaignCreate, CampaignOut, CampaignUpdate
+
+router = APIRouter(tags=["campaigns"])
+CampaignId = Path(alias="campaignId", ge=1, le=2**63 - 1)
+
+
+@router.get("/campaigns", response_model=Paged[CampaignOut], operation_id="listCampaigns")
+async def list_campaigns(
+    response: Response, ctx: ProjectContext = project_ctx(), params: PageParams = Depends(page_params)
+) -> Any:
+    async with ctx.read() as session:
+        stmt = select(Campaign).where(Campaign.archived_at.is_(None))
+        if params.q:
+            stmt = stmt.where(Campaign.name.ilike(f"%{params.q}%"))
+        page = await paginate(
+            session,
+            stmt,
+            params,
+            id_column=Campaign.id,
+            sortable={
+                "id": Campaign.id,
+                "created_at": Campaign.created_at,
+                "updated_at": Campaign.updated_at,
+                "name": Campaign.name,
+            },
+            default_sort="created_at",
+        )
+        items = await service.hydrate(session, page.results)
+    page.apply_headers(response)
+    return page.body(items)
+
+
+@router.post("/campaigns", response_model=CampaignOut, operation_id="createCampaign")
+async def create_campaign(body: CampaignCreate, ctx: ProjectContext = project_ctx("editor")) -> Any:
+    async with ctx.write() as session:
+        campaign = await service.create_campaign(session, body)
+        return (await service.hydrate(session, [campaign]))[0]
+
+
+@router.get("/campaigns/{campaignId}", response_model=CampaignOut, operation_id="getCampaign")
+async def get_campaign(campaign_id: int = CampaignId, ctx: ProjectContext = project_ctx()) -> Any:
+    async with ctx.read() as session:
+        campaign = await service.get_campaign(session, campaign_id)
+        return (await service.hydrate(session, [campaign]))[0]
+
+
+@router.patch("/campaigns/{campaignId}", response_model=CampaignOut, operation_id="updateCampaign")
+async def update_campaign(
+    body: CampaignUpdate, campaign_id: int = CampaignId, ctx: ProjectContext = project_ctx("editor")
+) -> Any:
+    async with ctx.write() as session:
+        campaign = await service.get_campaign(session, campaign_id)
+        changes = body.model_dump(exclude_unset=True)
+        campaign = await service.update_campaign(session, campaign, changes, ctx.principal.role)
+        return (await service.hydrate(session, [campaign]))[0]
+
+
+@router.delete("/campaigns/{campaignId}", response_model=bool, operation_id="deleteCampaign")
+async def delete_campaign(campaign_id: int = CampaignId, ctx: ProjectContext = project_ctx("editor")) -> Any:
+    async with ctx.write() as session:
+        await service.delete_campaign(session, await service.get_campaign(session, campaign_id))
+    return True
+
+
+@router.post("/campaigns/{campaignId}/duplicate", response_model=CampaignOut, operation_id="duplicateCampaign")
+async def duplicate_campaign(campaign_id: int = CampaignId, ctx: ProjectContext = project_ctx("editor")) -> Any:
+    async with ctx.write() as session:
+        copy = await service.duplicate_campaign(session, await service.get_campaign(session, campaign_id))
+        return (await service.hydrate(session, [copy]))[0]

@@ -1,0 +1,274 @@
+"""Campaign lifecycle: create, read, edit, state transitions, archive-then-delete, duplicate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.api.auth import project_role_at_least
+from clarion.api.errors import ApiError, ErrorCode, FieldError, field_error, not_found, validation_failed
+from clarion.campaigns.models import Campaign
+from clarion.campaigns.schemas import CampaignCreate, CampaignOut, campaign_out
+from clarion.core.clock import utcnow
+from clarion.delivery.models import Message
+from clarion.providers.models import Provider
+from clarion.subscriptions.models import Subscription
+from clarion.tags.service import set_resource_tags, tags_for
+
+TAG_RESOURCE = "campaign"
+
+# States a caller may move a campaign to, from each state. loading/running/finished/aborting
+# are entered by the system only.
+USER_TRANSITIONS: dict[str, set[str]] = {
+    "draft": {"scheduled"},
+    "scheduled": {"draft", "aborted"},
+    "loading": {"aborted"},
+    "running": {"aborted"},
+    "finished": set(),
+    "aborting": set(),
+    "aborted": set(),
+}
+# States whose audience/provider/subscription may still be edited.
+EDITABLE_STATES = {"draft", "scheduled"}
+# States in which POST /trigger is refused (§E1); archived campaigns are refused too.
+UNTRIGGERABLE_STATES = {"draft", "aborting", "aborted"}
+# Messages not yet handed to a provider; an abort stops them.
+UNSENT_MESSAGE_STATES = ("queued", "throttled")
+
+
+async def _subscription(session: AsyncSession, subscription_id: int) -> Subscription:
+    row = (await session.execute(select(Subscription).where(Subscription.id == subscription_id))).scalar_one_or_none()
+    if row is None:
+        raise field_error("subscription_id", "No such subscription in this project.")
+    return row
+
+
+async def _provider(session: AsyncSession, provider_id: int) -> Provider:
+    row = (
+        await session.execute(select(Provider).where(Provider.id == provider_id, Provider.deleted_at.is_(None)))
+    ).scalar_one_or_none()
+    if row is None:
+        raise field_error("provider_id", "No such provider in this project.")
+    return row
+
+
+def _check_channel(channel: str, subscription: Subscription, provider: Provider) -> None:
+    errors = []
+    if subscription.channel != channel:
+        errors.append(
+            FieldError(
+                param="subscription_id",
+                code=ErrorCode.parameter_invalid_format,
+                message=f"The subscription is for {subscription.channel}, the campaign is {channel}.",
+            )
+        )
+    if provider.group != channel:
+        errors.append(
+            FieldError(
+                param="provider_id",
+                code=ErrorCode.parameter_invalid_format,
+                message=f"The provider sends {provider.group}, the campaign is {channel}.",
+            )
+        )
+    if errors:
+        raise validation_failed(errors)
+
+
+async def create_campaign(session: AsyncSession, body: CampaignCreate) -> Campaign:
+    subscription = await _subscription(session, body.subscription_id)
+    provider = await _provider(session, body.provider_id)
+    channel = body.channel or subscription.channel
+    _check_channel(channel, subscription, provider)
+    campaign = Campaign(
+        type=body.type,
+        name=body.name,
+        channel=channel,
+        subscription_id=subscription.id,
+        provider_id=provider.id,
+        list_ids=_dedupe(body.list_ids),
+        exclusion_list_ids=_dedupe(body.exclusion_list_ids),
+        state="draft",
+        send_in_user_timezone=body.send_in_user_timezone,
+        send_at=body.send_at,
+        custom_domain_id=body.custom_domain_id,
+        description=body.description,
+    )
+    session.add(campaign)
+    await session.flush()
+    if body.tags is not None:
+        await set_resource_tags(session, TAG_RESOURCE, campaign.id, body.tags)
+    return campaign
+
+
+def _dedupe(ids: list[int] | None) -> list[int] | None:
+    return list(dict.fromkeys(ids)) if ids is not None else None
+
+
+async def get_campaign(session: AsyncSession, campaign_id: int) -> Campaign:
+    row = (await session.execute(select(Campaign).where(Campaign.id == campaign_id))).scalar_one_or_none()
+    if row is None:
+        raise not_found("campaign", "campaignId")
+    return row
+
+
+async def update_campaign(session: AsyncSession, campaign: Campaign, changes: dict[str, Any], role: str) -> Campaign:
+    if campaign.archived_at is not None:
+        raise ApiError(ErrorCode.state_conflict, "This campaign is archived.")
+    new_state = changes.pop("state", None)
+    audience_fields = {
+        "subscription_id",
+        "provider_id",
+        "list_ids",
+        "exclusion_list_ids",
+        "send_at",
+        "send_in_user_timezone",
+    }
+    if audience_fields & {k for k, v in changes.items() if v is not None} and campaign.state not in EDITABLE_STATES:
+        raise ApiError(
+            ErrorCode.state_conflict, f"A {campaign.state} campaign's audience, provider and timing cannot change."
+        )
+    if changes.get("subscription_id") is not None or changes.get("provider_id") is not None:
+        subscription = await _subscription(session, changes.get("subscription_id") or campaign.subscription_id)
+        provider = await _provider(session, changes.get("provider_id") or campaign.provider_id)
+        # A subscription on another channel moves the campaign there; its provider must follow (§B3).
+        _check_channel(subscription.channel, subscription, provider)
+        campaign.subscription_id, campaign.provider_id, campaign.channel = (
+            subscription.id,
+            provider.id,
+            subscription.channel,
+        )
+    for field in ("name", "send_in_user_timezone", "send_at", "custom_domain_id", "description"):
+        if field in changes and (changes[field] is not None or field in {"send_at", "description", "custom_domain_id"}):
+            setattr(campaign, field, changes[field])
+    for field in ("list_ids", "exclusion_list_ids"):
+        if field in changes:
+            setattr(campaign, field, _dedupe(changes[field]))
+    if changes.get("tags") is not None:
+        await set_resource_tags(session, TAG_RESOURCE, campaign.id, changes["tags"])
+    if new_state is not None and new_state != campaign.state:
+        await transition(session, campaign, new_state, role)
+    campaign.updated_at = utcnow()
+    await session.flush()
+    return campaign
+
+
+async def transition(session: AsyncSession, campaign: Campaign, new_state: str, role: str) -> None:
+    if new_state not in USER_TRANSITIONS[campaign.state]:
+        raise ApiError(
+            ErrorCode.state_conflict, f"A {campaign.state} campaign cannot be moved to {new_state}.", param="state"
+        )
+    if new_state in ("scheduled", "aborted") and not project_role_at_least(role, "publisher"):
+        raise ApiError(ErrorCode.permission_denied, "Scheduling or aborting a campaign needs the publisher role.")
+    if new_state == "scheduled":
+        await _check_sendable(session, campaign)
+        campaign.state = "scheduled"
+    elif new_state == "aborted":
+        await abort(session, campaign)
+    else:
+        campaign.state = new_state
+
+
+async def _check_sendable(session: AsyncSession, campaign: Campaign) -> None:
+    """What a campaign needs before it may send (§E1): subscription, provider, audience."""
+    errors: list[FieldError] = []
+    subscription = (
+        await session.execute(select(Subscription).where(Subscription.id == campaign.subscription_id))
+    ).scalar_one_or_none()
+    if subscription is None:
+        errors.append(
+            FieldError(
+                param="subscription_id", code=ErrorCode.parameter_missing, message="The subscription no longer exists."
+            )
+        )
+    provider = (
+        await session.execute(
+            select(Provider).where(Provider.id == campaign.provider_id, Provider.deleted_at.is_(None))
+        )
+    ).scalar_one_or_none()
+    if provider is None:
+        errors.append(
+            FieldError(param="provider_id", code=ErrorCode.parameter_missing, message="The provider no longer exists.")
+        )
+    if campaign.type == "blast" and not campaign.list_ids:
+        errors.append(
+            FieldError(param="list_ids", code=ErrorCode.parameter_missing, message="A blast needs at least one list.")
+        )
+    if errors:
+        raise validation_failed(errors, "This campaign cannot send yet.")
+
+
+async def abort(session: AsyncSession, campaign: Campaign) -> int:
+    """Stop every message of the campaign not yet handed to a provider; returns how many."""
+    campaign.state = "aborting"
+    await session.flush()
+    result = await session.execute(
+        update(Message)
+        .where(Message.campaign_id == campaign.id, Message.state.in_(UNSENT_MESSAGE_STATES))
+        .values(state="aborted", lease_until=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    campaign.state = "aborted"
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def delete_campaign(session: AsyncSession, campaign: Campaign) -> None:
+    """First call archives; the second removes the campaign and its history."""
+    if campaign.archived_at is None:
+        if campaign.state in ("loading", "running", "scheduled"):
+            await abort(session, campaign)
+        campaign.archived_at = utcnow()
+        campaign.updated_at = utcnow()
+        await session.flush()
+        return
+    await session.execute(delete(Campaign).where(Campaign.id == campaign.id))
+
+
+async def duplicate_campaign(session: AsyncSession, campaign: Campaign) -> Campaign:
+    copy = Campaign(
+        type=campaign.type,
+        name=f"{campaign.name} (copy)" if campaign.name else "",
+        channel=campaign.channel,
+        subscription_id=campaign.subscription_id,
+        provider_id=campaign.provider_id,
+        list_ids=campaign.list_ids,
+        exclusion_list_ids=campaign.exclusion_list_ids,
+        state="draft",
+        send_in_user_timezone=campaign.send_in_user_timezone,
+        send_at=campaign.send_at,
+        custom_domain_id=campaign.custom_domain_id,
+        description=campaign.description,
+        settings=campaign.settings,
+    )
+    session.add(copy)
+    await session.flush()
+    tags = (await tags_for(session, TAG_RESOURCE, [campaign.id])).get(campaign.id)
+    if tags:
+        await set_resource_tags(session, TAG_RESOURCE, copy.id, tags)
+    return copy
+
+
+async def hydrate(session: AsyncSession, campaigns: list[Campaign]) -> list[CampaignOut]:
+    """Campaigns with their tags, subscription and (redacted) provider, in three queries."""
+    if not campaigns:
+        return []
+    tags = await tags_for(session, TAG_RESOURCE, [c.id for c in campaigns])
+    subs = {
+        s.id: s
+        for s in (
+            await session.execute(
+                select(Subscription).where(Subscription.id.in_({c.subscription_id for c in campaigns}))
+            )
+        ).scalars()
+    }
+    providers = {
+        p.id: p
+        for p in (
+            await session.execute(select(Provider).where(Provider.id.in_({c.provider_id for c in campaigns})))
+        ).scalars()
+    }
+    return [
+        campaign_out(c, tags.get(c.id, []), subs.get(c.subscription_id), providers.get(c.provider_id))
+        for c in campaigns
+    ]

@@ -1,0 +1,213 @@
+"""Campaign CRUD, hydration, state transitions, archive-then-delete, duplicate (contract §B3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+import pytest_asyncio
+from sqlalchemy import select
+
+from clarion.core.db import Database
+from clarion.delivery.models import Message, Trigger
+from clarion.providers.models import Provider
+from clarion.subscriptions.models import Subscription
+from tests.conftest import Tenant, assert_problem
+
+
+@dataclass
+class Setup:
+    email_sub: int
+    text_sub: int
+    email_provider: int
+    text_provider: int
+
+
+async def make_setup(db: Database, tenant: Tenant) -> Setup:
+    async with db.transaction(project_id=tenant.project_id) as session:
+        email_sub = Subscription(name="Marketing", channel="email", is_public=True)
+        text_sub = Subscription(name="SMS", channel="text", is_public=False)
+        email_provider = Provider(type="capture", name="Capture email", group="email", is_default=True)
+        text_provider = Provider(type="capture", name="Capture text", group="text", is_default=True)
+        session.add_all([email_sub, text_sub, email_provider, text_provider])
+        await session.flush()
+        return Setup(email_sub.id, text_sub.id, email_provider.id, text_provider.id)
+
+
+@pytest_asyncio.fixture
+async def setup(db: Database, tenant: Tenant) -> Setup:
+    return await make_setup(db, tenant)
+
+
+def blast(setup: Setup, **extra: object) -> dict[str, object]:
+    return {
+        "type": "blast",
+        "name": "Launch",
+        "subscription_id": setup.email_sub,
+        "provider_id": setup.email_provider,
+        **extra,
+    }
+
+
+async def test_create_and_read_campaign(client: httpx.AsyncClient, tenant: Tenant, setup: Setup) -> None:
+    r = await client.post(
+        "/api/client/campaigns", json=blast(setup, list_ids=[3, 3, 4], tags=["launch"]), headers=tenant.sk
+    )
+    assert r.status_code == 200, r.text
+    c = r.json()
+    assert c["state"] == "draft" and c["channel"] == "email" and c["type"] == "blast"
+    assert c["list_ids"] == [3, 4] and c["tags"] == ["launch"]
+    assert c["delivery"] == {
+        "sent": 0,
+        "total": 0,
+        "opens": 0,
+        "clicks": 0,
+        "bounced": 0,
+        "delivered": 0,
+        "failed": 0,
+        "skipped": 0,
+    }
+    assert c["subscription"]["id"] == setup.email_sub and c["subscription"]["channel"] == "email"
+    assert (
+        c["provider"]["id"] == setup.email_provider
+        and "data" not in c["provider"]
+        and "data_encrypted" not in c["provider"]
+    )
+    got = (await client.get(f"/api/client/campaigns/{c['id']}", headers=tenant.sk)).json()
+    assert got == c
+    listed = await client.get("/api/client/campaigns?limit=100", headers=tenant.sk)
+    assert [x["id"] for x in listed.json()["results"]] == [c["id"]] and listed.headers["x-total-count"] == "1"
+
+
+async def test_channel_must_match_subscription_and_provider(
+    client: httpx.AsyncClient, tenant: Tenant, setup: Setup
+) -> None:
+    body = assert_problem(
+        await client.post(
+            "/api/client/campaigns", json=blast(setup, provider_id=setup.text_provider), headers=tenant.sk
+        ),
+        422,
+        "validation_failed",
+    )
+    assert body["errors"][0]["param"] == "provider_id"
+    body = assert_problem(
+        await client.post("/api/client/campaigns", json=blast(setup, channel="text"), headers=tenant.sk),
+        422,
+        "validation_failed",
+    )
+    assert {e["param"] for e in body["errors"]} == {"subscription_id", "provider_id"}
+    body = assert_problem(
+        await client.post("/api/client/campaigns", json=blast(setup, subscription_id=999999), headers=tenant.sk),
+        422,
+        "validation_failed",
+    )
+    assert body["param"] == "subscription_id"
+    body = assert_problem(
+        await client.post("/api/client/campaigns", json={**blast(setup), "type": "newsletter"}, headers=tenant.sk),
+        422,
+        "validation_failed",
+    )
+    assert body["param"] == "type"
+
+
+async def test_switching_subscription_channel_needs_matching_provider(
+    client: httpx.AsyncClient, tenant: Tenant, setup: Setup
+) -> None:
+    c = (await client.post("/api/client/campaigns", json=blast(setup), headers=tenant.sk)).json()
+    assert_problem(
+        await client.patch(
+            f"/api/client/campaigns/{c['id']}", json={"subscription_id": setup.text_sub}, headers=tenant.sk
+        ),
+        422,
+        "validation_failed",
+    )
+    moved = await client.patch(
+        f"/api/client/campaigns/{c['id']}",
+        json={"subscription_id": setup.text_sub, "provider_id": setup.text_provider},
+        headers=tenant.sk,
+    )
+    assert moved.status_code == 200 and moved.json()["channel"] == "text"
+
+
+async def test_state_transitions(client: httpx.AsyncClient, tenant: Tenant, setup: Setup) -> None:
+    c = (await client.post("/api/client/campaigns", json=blast(setup), headers=tenant.sk)).json()
+    url = f"/api/client/campaigns/{c['id']}"
+    body = assert_problem(
+        await client.patch(url, json={"state": "scheduled"}, headers=tenant.sk), 422, "validation_failed"
+    )
+    assert body["errors"][0]["param"] == "list_ids"
+    assert_problem(await client.patch(url, json={"state": "running"}, headers=tenant.sk), 409, "state_conflict")
+    await client.patch(url, json={"list_ids": [1]}, headers=tenant.sk)
+    editor = (await client.post("/api/client/keys", json={"name": "ed", "role": "editor"}, headers=tenant.sk)).json()
+    assert_problem(
+        await client.patch(url, json={"state": "scheduled"}, headers={"Authorization": f"Bearer {editor['value']}"}),
+        403,
+        "permission_denied",
+    )
+    scheduled = await client.patch(url, json={"state": "scheduled"}, headers=tenant.sk)
+    assert scheduled.status_code == 200 and scheduled.json()["state"] == "scheduled"
+    aborted = await client.patch(url, json={"state": "aborted"}, headers=tenant.sk)
+    assert aborted.json()["state"] == "aborted"
+    assert_problem(await client.patch(url, json={"state": "scheduled"}, headers=tenant.sk), 409, "state_conflict")
+    assert_problem(await client.patch(url, json={"list_ids": [2]}, headers=tenant.sk), 409, "state_conflict")
+    renamed = await client.patch(url, json={"name": "Still renameable"}, headers=tenant.sk)
+    assert renamed.json()["name"] == "Still renameable"
+
+
+async def test_abort_stops_unsent_messages(
+    client: httpx.AsyncClient, tenant: Tenant, setup: Setup, db: Database
+) -> None:
+    c = (await client.post("/api/client/campaigns", json=blast(setup, list_ids=[1]), headers=tenant.sk)).json()
+    await client.patch(f"/api/client/campaigns/{c['id']}", json={"state": "scheduled"}, headers=tenant.sk)
+    async with db.transaction(project_id=tenant.project_id) as session:
+        trigger = Trigger(public_id="trg_test" + str(c["id"]), campaign_id=c["id"], kind="audience")
+        session.add(trigger)
+        await session.flush()
+        for i, state in enumerate(["queued", "throttled", "sent", "queued"]):
+            session.add(
+                Message(
+                    public_id=f"msg_t{c['id']}_{i}",
+                    campaign_id=c["id"],
+                    trigger_id=trigger.id,
+                    user_id=i + 1,
+                    channel="email",
+                    state=state,
+                )
+            )
+    await client.patch(f"/api/client/campaigns/{c['id']}", json={"state": "aborted"}, headers=tenant.sk)
+    async with db.session(project_id=tenant.project_id) as session:
+        states = sorted((await session.execute(select(Message.state).where(Message.campaign_id == c["id"]))).scalars())
+    assert states == ["aborted", "aborted", "aborted", "sent"]
+
+
+async def test_archive_then_delete_and_duplicate(client: httpx.AsyncClient, tenant: Tenant, setup: Setup) -> None:
+    c = (
+        await client.post("/api/client/campaigns", json=blast(setup, list_ids=[5], tags=["a"]), headers=tenant.sk)
+    ).json()
+    copy = (await client.post(f"/api/client/campaigns/{c['id']}/duplicate", headers=tenant.sk)).json()
+    assert copy["id"] != c["id"] and copy["state"] == "draft" and copy["list_ids"] == [5] and copy["tags"] == ["a"]
+    assert (await client.delete(f"/api/client/campaigns/{c['id']}", headers=tenant.sk)).json() is True
+    listed = {x["id"] for x in (await client.get("/api/client/campaigns", headers=tenant.sk)).json()["results"]}
+    assert c["id"] not in listed and copy["id"] in listed
+    assert (await client.get(f"/api/client/campaigns/{c['id']}", headers=tenant.sk)).status_code == 200
+    assert_problem(
+        await client.patch(f"/api/client/campaigns/{c['id']}", json={"name": "x"}, headers=tenant.sk),
+        409,
+        "state_conflict",
+    )
+    assert (await client.delete(f"/api/client/campaigns/{c['id']}", headers=tenant.sk)).json() is True
+    assert_problem(await client.get(f"/api/client/campaigns/{c['id']}", headers=tenant.sk), 404, "resource_missing")
+
+
+async def test_campaigns_are_per_project(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant, setup: Setup, db: Database
+) -> None:
+    c = (await client.post("/api/client/campaigns", json=blast(setup), headers=tenant.sk)).json()
+    for method, url in (("GET", f"/api/client/campaigns/{c['id']}"), ("DELETE", f"/api/client/campaigns/{c['id']}")):
+        assert_problem(await client.request(method, url, headers=other_tenant.sk), 404, "resource_missing")
+    # Another project's subscription/provider ids can't be borrowed.
+    other = await make_setup(db, other_tenant)
+    assert_problem(
+        await client.post("/api/client/campaigns", json=blast(other), headers=tenant.sk), 422, "validation_failed"
+    )
+    assert (await client.get("/api/client/campaigns", headers=other_tenant.sk)).json()["results"] == []
