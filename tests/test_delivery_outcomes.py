@@ -1,0 +1,98 @@
+"""Provider results become message states, events, counters and suppressions in one transaction."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from clarion.campaigns.models import Campaign
+from clarion.core.clock import utcnow
+from clarion.core.db import Database
+from clarion.delivery.models import Message, MessageEvent, Trigger
+from clarion.delivery.outcomes import SentMessage, record_outcomes
+from clarion.providers.base import SendResult
+from clarion.subscriptions.models import Suppression
+from tests.conftest import Tenant
+from tests.test_campaigns import make_setup
+
+
+async def test_outcomes_update_states_events_counters_and_suppressions(db: Database, tenant: Tenant) -> None:
+    setup = await make_setup(db, tenant)
+    async with db.transaction(project_id=tenant.project_id) as session:
+        campaign = Campaign(
+            type="trigger", name="t", channel="email", subscription_id=setup.email_sub, provider_id=setup.email_provider
+        )
+        session.add(campaign)
+        await session.flush()
+        trigger = Trigger(public_id=f"trg_o{campaign.id}", campaign_id=campaign.id, kind="users")
+        session.add(trigger)
+        await session.flush()
+        messages = []
+        for i in range(5):
+            m = Message(
+                public_id=f"msg_o{campaign.id}_{i}",
+                campaign_id=campaign.id,
+                trigger_id=trigger.id,
+                user_id=i + 1,
+                channel="email",
+                state="sending",
+                attempts=1 if i != 3 else 8,
+            )
+            session.add(m)
+            messages.append(m)
+        await session.flush()
+    sent = [
+        SentMessage(m.id, m.public_id, tenant.project_id, campaign.id, "email", m.attempts, f"u{i}@example.com")
+        for i, m in enumerate(messages)
+    ]
+    results = [
+        SendResult(sent[0].public_id, "sent", provider_message_id="p0"),
+        SendResult(sent[1].public_id, "delivered", provider_message_id="p1"),
+        SendResult(
+            sent[2].public_id,
+            "failed",
+            transient=True,
+            error="451 try later",
+            observations=[{"type": "delivery.rcpt-to-failed", "smtp_code": 451}],
+        ),
+        SendResult(sent[3].public_id, "failed", transient=True, error="451 still"),
+        SendResult(
+            sent[4].public_id,
+            "bounced",
+            error="550 no such user",
+            observations=[{"type": "delivery.rcpt-to-rejected", "smtp_code": 550}],
+        ),
+    ]
+    now = utcnow()
+    async with db.transaction() as session:
+        counts = await record_outcomes(
+            session, list(zip(sent, results, strict=True)), now=now, provider_id=setup.email_provider
+        )
+    assert counts == {"sent": 1, "delivered": 1, "rescheduled": 1, "failed": 1, "bounced": 1}
+    async with db.session(project_id=tenant.project_id) as session:
+        rows = {
+            m.public_id: m
+            for m in (await session.execute(select(Message).where(Message.campaign_id == campaign.id))).scalars()
+        }
+        assert [rows[s.public_id].state for s in sent] == ["sent", "delivered", "queued", "failed", "bounced"]
+        assert rows[sent[0].public_id].provider_message_id == "p0" and rows[sent[0].public_id].sent_at is not None
+        assert (
+            rows[sent[2].public_id].due_at > now - timedelta(seconds=1) and rows[sent[2].public_id].lease_until is None
+        )
+        events = (
+            await session.execute(
+                select(MessageEvent.message_id, MessageEvent.type).where(MessageEvent.campaign_id == campaign.id)
+            )
+        ).all()
+        by_message: dict[int, list[str]] = {}
+        for mid, t in events:
+            by_message.setdefault(mid, []).append(t)
+        assert sorted(by_message[sent[1].id]) == ["delivered", "sent"]
+        assert sorted(by_message[sent[2].id]) == ["delivery.rcpt-to-failed", "queue.rescheduled"]
+        assert by_message[sent[3].id] == ["failed"]
+        assert sorted(by_message[sent[4].id]) == ["bounced", "delivery.rcpt-to-rejected"]
+        c = (await session.execute(select(Campaign).where(Campaign.id == campaign.id))).scalar_one()
+        assert (c.sent, c.delivered, c.failed, c.bounced) == (2, 1, 1, 1)
+        suppressed = (await session.execute(select(Suppression.address, Suppression.reason))).all()
+        assert suppressed == [("u4@example.com", "hard_bounce")]
