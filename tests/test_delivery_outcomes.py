@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import httpx
 from sqlalchemy import select
 
 from clarion.campaigns.models import Campaign
@@ -96,3 +97,67 @@ async def test_outcomes_update_states_events_counters_and_suppressions(db: Datab
         assert (c.sent, c.delivered, c.failed, c.bounced) == (2, 1, 1, 1)
         suppressed = (await session.execute(select(Suppression.address, Suppression.reason))).all()
         assert suppressed == [("u4@example.com", "hard_bounce")]
+
+
+async def test_trigger_progress_and_message_timeline(
+    client: httpx.AsyncClient, db: Database, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    setup = await make_setup(db, tenant)
+    async with db.transaction(project_id=tenant.project_id) as session:
+        campaign = Campaign(
+            type="trigger", name="t", channel="email", subscription_id=setup.email_sub, provider_id=setup.email_provider
+        )
+        session.add(campaign)
+        await session.flush()
+        trigger = Trigger(
+            public_id=f"trg_p{campaign.id}", campaign_id=campaign.id, kind="users", state="ready", recipients=2
+        )
+        session.add(trigger)
+        await session.flush()
+        m1 = Message(
+            public_id=f"msg_p{campaign.id}_1",
+            campaign_id=campaign.id,
+            trigger_id=trigger.id,
+            user_id=1,
+            channel="email",
+        )
+        m2 = Message(
+            public_id=f"msg_p{campaign.id}_2",
+            campaign_id=campaign.id,
+            trigger_id=trigger.id,
+            user_id=2,
+            channel="email",
+            state="skipped",
+            skip_reason="unsubscribed",
+        )
+        session.add_all([m1, m2])
+        await session.flush()
+    sent = SentMessage(m1.id, m1.public_id, tenant.project_id, campaign.id, "email", 1, "a@example.com")
+    async with db.transaction() as session:
+        await record_outcomes(
+            session,
+            [(sent, SendResult(m1.public_id, "delivered", provider_message_id="cap"))],
+            now=utcnow(),
+            provider_id=setup.email_provider,
+        )
+
+    progress = await client.get(f"/api/client/campaigns/{campaign.id}/triggers/{trigger.public_id}", headers=tenant.sk)
+    assert progress.status_code == 200, progress.text
+    assert progress.json()["messages"] == {"delivered": 1, "skipped": 1} and progress.json()["recipients"] == 2
+    timeline = (await client.get(f"/api/client/messages/{m1.public_id}", headers=tenant.sk)).json()
+    assert timeline["trigger_id"] == trigger.public_id and timeline["state"] == "delivered"
+    assert [e["type"] for e in timeline["events"]] == ["sent", "delivered"]
+    assert all(e["id"].startswith("evt_") for e in timeline["events"])
+    skipped = (await client.get(f"/api/client/messages/{m2.public_id}", headers=tenant.sk)).json()
+    assert skipped["skip_reason"] == "unsubscribed"
+    # Another project sees neither.
+    from tests.conftest import assert_problem
+
+    assert_problem(
+        await client.get(f"/api/client/messages/{m1.public_id}", headers=other_tenant.sk), 404, "resource_missing"
+    )
+    assert_problem(
+        await client.get(f"/api/client/campaigns/{campaign.id}/triggers/{trigger.public_id}", headers=other_tenant.sk),
+        404,
+        "resource_missing",
+    )

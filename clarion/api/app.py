@@ -26,12 +26,13 @@ from clarion.core.wakeup import Waker
 def client_routers() -> list[APIRouter]:
     """Routers mounted under ``/api/client``; each domain adds its router here."""
     from clarion.campaigns.router import router as campaigns_router
+    from clarion.delivery.router import router as delivery_router
     from clarion.keys.router import client as keys_client
     from clarion.orgs.router import client as orgs_client
     from clarion.providers.router import router as captured_router
     from clarion.tags.router import router as tags_router
 
-    return [orgs_client, keys_client, tags_router, captured_router, campaigns_router]
+    return [orgs_client, keys_client, tags_router, captured_router, campaigns_router, delivery_router]
 
 
 def admin_routers() -> list[APIRouter]:
