@@ -7,7 +7,8 @@ import re
 import httpx
 import pytest
 
-from tests.conftest import Tenant, assert_problem
+from clarion.api.app import create_app
+from tests.conftest import Backend, Tenant, assert_problem, make_settings, new_tenant
 
 REQ_ID = re.compile(r"^req_[0-9A-HJKMNP-TV-Z]{26}$")
 
@@ -101,10 +102,11 @@ async def test_bad_path_id_is_400(client: httpx.AsyncClient, tenant: Tenant) -> 
     assert body["param"] == "tagId"
 
 
-async def test_unhandled_exception_is_500_problem(client: httpx.AsyncClient, tenant: Tenant) -> None:
+async def test_unhandled_exception_is_500_problem(backend: Backend) -> None:
     from fastapi import APIRouter
 
-    app = client._transport.app  # type: ignore[attr-defined]
+    app = create_app(make_settings(backend))
+    tenant = await new_tenant(app.state.db)
     router = APIRouter()
 
     @router.get("/api/client/__boom")
@@ -120,7 +122,7 @@ async def test_unhandled_exception_is_500_problem(client: httpx.AsyncClient, ten
         body = assert_problem(r, 500, "internal_error")
         assert "kaboom" not in body["message"]
     finally:
-        app.router.routes[:] = [rt for rt in app.router.routes if getattr(rt, "path", "") != "/api/client/__boom"]
+        await app.state.db.dispose()
 
 
 async def test_nul_characters_are_rejected_not_500(client: httpx.AsyncClient, tenant: Tenant) -> None:

@@ -8,11 +8,12 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import func, select, update
 
+from clarion.api.app import create_app
 from clarion.core.clock import utcnow
 from clarion.core.db import Database
 from clarion.core.queue_models import IdempotencyRecord
 from clarion.keys.models import ProjectApiKey
-from tests.conftest import Tenant, assert_problem
+from tests.conftest import Backend, Tenant, assert_problem, make_settings, new_tenant
 
 
 async def _key_count(db: Database, project_id: int) -> int:
@@ -126,10 +127,11 @@ async def test_abandoned_in_progress_record_is_taken_over(
     assert_problem(resumed, 409, "resource_already_exists")  # executed again, not stuck
 
 
-async def test_server_errors_are_not_cached(client: httpx.AsyncClient, tenant: Tenant) -> None:
+async def test_server_errors_are_not_cached(backend: Backend) -> None:
     from fastapi import APIRouter
 
-    app = client._transport.app  # type: ignore[attr-defined]
+    app = create_app(make_settings(backend))
+    tenant = await new_tenant(app.state.db)
     calls = {"n": 0}
     router = APIRouter()
 
@@ -152,7 +154,7 @@ async def test_server_errors_are_not_cached(client: httpx.AsyncClient, tenant: T
             replay = await c.post("/api/client/__flaky", json={}, headers=headers)
             assert replay.json() == {"n": 2} and replay.headers["idempotent-replayed"] == "true"
     finally:
-        app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", "") != "/api/client/__flaky"]
+        await app.state.db.dispose()
 
 
 async def test_fifty_concurrent_identical_requests_execute_once(
