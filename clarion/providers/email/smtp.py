@@ -23,7 +23,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import SMTP as SMTP_POLICY
+from email.policy import compat32
 from email.utils import parseaddr
+from functools import lru_cache
 from typing import Any, Literal
 
 import aiosmtplib
@@ -106,6 +108,10 @@ class SmtpSettings(BaseModel):
         return hashlib.sha256(orjson.dumps(self.model_dump(), option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+# Only looks for an existing Message-ID; compat32 skips the structured-header machinery.
+_HEADER_PARSER = BytesHeaderParser(policy=compat32)
+
+
 def message_id_header(msg_public_id: str, domain: str) -> str:
     """The RFC 5322 ``Message-ID`` of a message, derived only from its id: ``<msg_…@domain>``."""
     return f"<{msg_public_id}@{domain}>"
@@ -117,8 +123,9 @@ def fold_header(name: str, value: str) -> bytes:
     return line.encode("ascii")
 
 
-def _sender_domain(message: OutgoingMessage, fallback: str) -> str:
-    _, address = parseaddr(message.envelope_from or "")
+@lru_cache(maxsize=1024)
+def _domain_of(envelope_from: str, fallback: str) -> str:
+    _, address = parseaddr(envelope_from)
     if "@" in address:
         return address.rsplit("@", 1)[1]
     return fallback
@@ -135,13 +142,14 @@ def prepare_mime(message: OutgoingMessage, extra_headers: bytes, domain: str) ->
     if end < 0:
         end = mime.find(b"\n\n")
     head = mime[: end if end >= 0 else len(mime)]
-    existing = BytesHeaderParser(policy=SMTP_POLICY).parsebytes(head + b"\r\n\r\n").get("Message-ID")
+    existing = _HEADER_PARSER.parsebytes(head + b"\r\n\r\n").get("Message-ID")
     if existing:
         message_id = str(existing).strip()
         prefix = extra_headers
     else:
         message_id = message_id_header(message.message_id, domain)
-        prefix = extra_headers + fold_header("Message-ID", message_id)
+        # A Message-ID is ASCII by construction: compat32 folds it without the header registry.
+        prefix = extra_headers + compat32.fold("Message-ID", message_id).encode("ascii")
     return prefix + mime, message_id
 
 
@@ -364,7 +372,7 @@ class SmtpProvider:
         message = outcome.message
         if message.mime is None:
             return outcome.result("failed", error="message has no MIME content")
-        domain = _sender_domain(message, self.settings.host)
+        domain = _domain_of(message.envelope_from or "", self.settings.host)
         data, message_id = prepare_mime(message, self._extra, domain)
         sender = message.envelope_from or ""
         for attempt in (1, 2):
