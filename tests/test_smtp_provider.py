@@ -300,3 +300,23 @@ async def test_pool_close_quits_idle_sessions() -> None:
         while any(s.transport is not None for s in server.sessions) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         assert all(s.transport is None for s in server.sessions)
+
+
+async def test_cancelled_batch_does_not_return_a_mid_transaction_session() -> None:
+    entered = asyncio.Event()
+
+    class Slow(Recorder):
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            entered.set()
+            await asyncio.sleep(30)
+            return await super().handle_DATA(server, session, envelope)
+
+    async with smtp_server(handler=Slow()) as server:
+        provider = SmtpProvider(settings(server.port, max_connections=1))
+        task = asyncio.create_task(provider.send_batch(outgoing(1)))
+        await asyncio.wait_for(entered.wait(), timeout=5)  # the message is inside DATA
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert provider.pool._idle == []  # the half-done session was closed, not pooled
+        await provider.close()

@@ -280,7 +280,9 @@ class SmtpPool:
                 yield lease
             finally:
                 if lease.smtp is not None:
-                    if lease.smtp.is_connected:
+                    if lease.in_transaction:  # cancelled mid-transaction: state unknown, drop it
+                        lease.discard()
+                    elif lease.smtp.is_connected:
                         self._idle.append(lease.smtp)
                     else:
                         lease.smtp.close()
@@ -309,6 +311,7 @@ class _Lease:
         self.pool = pool
         self.smtp: aiosmtplib.SMTP | None = None
         self.reused = False
+        self.in_transaction = False
 
     async def get(self) -> aiosmtplib.SMTP:
         if self.smtp is not None and self.smtp.is_connected:
@@ -324,6 +327,7 @@ class _Lease:
             self.smtp.close()
         self.smtp = None
         self.reused = False
+        self.in_transaction = False
 
 
 class SmtpProvider:
@@ -354,6 +358,11 @@ class SmtpProvider:
                         results[index] = outcome.result("failed", transient=True, error=exc.reason)
                         failure.append(exc)
                         return  # this lane stops; others may still have working sessions
+                    except Exception as exc:  # an unexpected error fails one message, not the batch
+                        lease.discard()
+                        reason = f"{type(exc).__name__}: {exc}"
+                        outcome.observe("delivery.connect-error", reason)
+                        results[index] = outcome.result("failed", transient=True, error=reason)
 
         lanes = min(self.settings.max_connections, len(messages))
         await asyncio.gather(*(lane() for _ in range(lanes)))
@@ -378,12 +387,14 @@ class SmtpProvider:
         for attempt in (1, 2):
             smtp = await lease.get()
             stage = "mail"
+            lease.in_transaction = True
             try:
                 await smtp.mail(sender)
                 stage = "rcpt"
                 await smtp.rcpt(message.to)
                 stage = "data"
                 reply = await smtp.data(data)
+                lease.in_transaction = False
             except aiosmtplib.SMTPServerDisconnected as exc:
                 reused = lease.reused
                 lease.discard()
@@ -437,6 +448,7 @@ class SmtpProvider:
             return
         try:
             await lease.smtp.rset()
+            lease.in_transaction = False
         except (aiosmtplib.SMTPException, OSError):
             lease.discard()
 
