@@ -246,3 +246,27 @@ async def test_admin_role_and_tenancy(
     assert_problem(await client.post(BASE, json=smtp_body(), headers=headers), 403, "permission_denied")
     assert_problem(await client.post(f"{BASE}/{pid}/test", headers=headers), 403, "permission_denied")
     assert_problem(await client.get(BASE, headers=tenant.pk), 401, "authentication_required")
+
+
+async def test_bootstrap_seeds_capture_defaults_once(db: Database) -> None:
+    """The first-start path (`clarion serve` on a fresh machine runs `bootstrap`): the project it
+    creates sends through capture by default; bootstrapping it again adds nothing."""
+    from clarion.orgs.bootstrap import bootstrap
+
+    first = await bootstrap(db, org_name="Demo org for providers", project_name="Demo")
+    again = await bootstrap(db, org_name="Demo org for providers", project_name="Demo")
+    assert again.project_id == first.project_id
+    async with db.transaction(project_id=first.project_id) as session:
+        rows = (await session.execute(select(Provider))).scalars().all()
+    assert sorted((p.group, p.type, p.is_default) for p in rows) == [
+        (g, "capture", True) for g in sorted(("email", "text", "push", "webhook", "in_app"))
+    ]
+
+
+async def test_rate_limiter_from_settings_uses_redis_when_configured(db: Database) -> None:
+    from clarion.providers.ratelimit import ProviderRateLimiter
+
+    local = ProviderRateLimiter.from_settings(db.settings.model_copy(update={"redis_url": None}))
+    shared = ProviderRateLimiter.from_settings(db.settings.model_copy(update={"redis_url": "redis://127.0.0.1:6379/0"}))
+    assert type(local.storage).__name__ == "MemoryStorage"
+    assert "Redis" in type(shared.storage).__name__

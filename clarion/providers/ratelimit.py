@@ -22,6 +22,8 @@ from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
+from clarion.core.settings import Settings
+
 _ITEMS: dict[str, type[RateLimitItem]] = {
     "second": RateLimitItemPerSecond,
     "minute": RateLimitItemPerMinute,
@@ -55,6 +57,11 @@ class ProviderRateLimiter:
         else:
             self.storage = MemoryStorage()
         self.limiter = SlidingWindowCounterRateLimiter(self.storage)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProviderRateLimiter:
+        """Shared through ``CLARION_REDIS_URL`` when set, in process otherwise."""
+        return cls(settings.redis_url)
 
     @staticmethod
     def _item(rate_limit: int, rate_interval: str) -> RateLimitItem:
