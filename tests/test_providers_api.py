@@ -3,6 +3,7 @@ delete, `/test` against a real SMTP server, and the capture defaults every proje
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -270,3 +271,20 @@ async def test_rate_limiter_from_settings_uses_redis_when_configured(db: Databas
     shared = ProviderRateLimiter.from_settings(db.settings.model_copy(update={"redis_url": "redis://127.0.0.1:6379/0"}))
     assert type(local.storage).__name__ == "MemoryStorage"
     assert "Redis" in type(shared.storage).__name__
+
+
+async def test_concurrent_default_changes_leave_exactly_one_default(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    ids = [
+        (await client.post(BASE, json=smtp_body() | {"name": f"R{i}"}, headers=tenant.sk)).json()["id"]
+        for i in range(6)
+    ]
+    responses = await asyncio.gather(
+        *(client.patch(f"{BASE}/{pid}", json={"is_default": True}, headers=tenant.sk) for pid in ids)
+    )
+    for r in responses:
+        assert r.status_code in (200, 409, 503), r.text
+        if r.status_code != 200:
+            assert r.json()["code"] in ("state_conflict", "service_unavailable")
+    assert any(r.status_code == 200 for r in responses)
+    rows = (await client.get(BASE, params={"group": "email", "limit": 100}, headers=tenant.sk)).json()["results"]
+    assert sum(1 for p in rows if p["is_default"]) == 1

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.api.errors import ApiError, ErrorCode, FieldError, field_error, not_found, validation_failed
@@ -96,6 +97,22 @@ def smtp_settings(secret_key: str, provider: Provider) -> SmtpSettings:
     return SmtpSettings.model_validate(unseal(secret_key, provider))
 
 
+def _default_race(group: str) -> ApiError:
+    return ApiError(
+        ErrorCode.state_conflict,
+        f"Another request changed the default {group} provider at the same time; retry.",
+        param="is_default",
+    )
+
+
+async def _flush_default(session: AsyncSession, group: str) -> None:
+    """Flush; the partial unique index turns a lost race for the default into a 409."""
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise _default_race(group) from exc
+
+
 async def _clear_defaults(session: AsyncSession, group: str, keep_id: int | None) -> None:
     stmt = update(Provider).where(Provider.group == group, Provider.is_default.is_(True))
     if keep_id is not None:
@@ -119,7 +136,7 @@ async def create_provider(session: AsyncSession, secret_key: str, fields: dict[s
         data_encrypted=seal(secret_key, data),
     )
     session.add(provider)
-    await session.flush()
+    await _flush_default(session, provider.group)
     return provider
 
 
@@ -162,7 +179,7 @@ async def update_provider(
             await _clear_defaults(session, provider.group, provider.id)
         provider.is_default = changes["is_default"]
     provider.updated_at = utcnow()
-    await session.flush()
+    await _flush_default(session, provider.group)
     return provider
 
 
