@@ -19,7 +19,7 @@ from clarion.providers.capture import CaptureProvider
 from clarion.providers.email.smtp import SmtpProvider
 from clarion.providers.factory import get_sender
 from clarion.providers.models import Provider
-from tests.conftest import Tenant, assert_problem
+from tests.conftest import Tenant, assert_problem, free_port
 from tests.smtp_servers import build_mime, smtp_server
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
@@ -288,3 +288,21 @@ async def test_concurrent_default_changes_leave_exactly_one_default(client: http
     assert any(r.status_code == 200 for r in responses)
     rows = (await client.get(BASE, params={"group": "email", "limit": 100}, headers=tenant.sk)).json()["results"]
     assert sum(1 for p in rows if p["is_default"]) == 1
+
+
+async def test_credentials_sealed_under_another_key_are_a_conflict_not_a_crash(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    from clarion.core.crypto import encrypt_json
+
+    pid = (await client.post(BASE, json=smtp_body(), headers=tenant.sk)).json()["id"]
+    async with db.transaction(project_id=tenant.project_id) as session:
+        row = (await session.execute(select(Provider).where(Provider.id == pid))).scalar_one()
+        row.data_encrypted = encrypt_json("some-other-secret-key", {"host": "h"})
+    problem = assert_problem(await client.post(f"{BASE}/{pid}/test", headers=tenant.sk), 409, "state_conflict")
+    assert "secret key" in problem["message"]
+    r = await client.patch(
+        f"{BASE}/{pid}", json={"data": {"host": "127.0.0.1", "port": free_port()}}, headers=tenant.sk
+    )
+    assert r.status_code == 200, r.text
+    assert (await client.post(f"{BASE}/{pid}/test", headers=tenant.sk)).status_code == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cryptography.fernet import InvalidToken
 from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -87,9 +88,18 @@ def seal(secret_key: str, data: dict[str, Any] | None) -> bytes | None:
 
 
 def unseal(secret_key: str, provider: Provider) -> dict[str, Any]:
+    """The stored credentials; a 409 if they were sealed under another secret key."""
     if provider.data_encrypted is None:
         return {}
-    value: dict[str, Any] = decrypt_json(secret_key, provider.data_encrypted)
+    try:
+        value: dict[str, Any] = decrypt_json(secret_key, provider.data_encrypted)
+    except InvalidToken as exc:
+        raise ApiError(
+            ErrorCode.state_conflict,
+            f"The credentials of provider {provider.id} cannot be read with this server's secret key "
+            "(CLARION_SECRET_KEY changed?); send the complete data again with PATCH.",
+            param="data",
+        ) from exc
     return value
 
 
@@ -164,7 +174,10 @@ async def update_provider(
     session: AsyncSession, secret_key: str, provider: Provider, changes: dict[str, Any]
 ) -> Provider:
     if "data" in changes and changes["data"] is not None:
-        merged = {**unseal(secret_key, provider)}
+        try:
+            merged = {**unseal(secret_key, provider)}
+        except ApiError:  # unreadable (secret key changed): the patch must carry everything
+            merged = {}
         for key, value in changes["data"].items():
             if value is None:
                 merged.pop(key, None)
