@@ -21,6 +21,8 @@ MODEL_MODULES = [
     "clarion.providers.capture",
     "clarion.campaigns.models",
     "clarion.delivery.models",
+    "clarion.locales.models",
+    "clarion.templates.models",
 ]
 
 
