@@ -7,8 +7,8 @@ UTF-8, base64 bodies — while every encoding step is the standard ``email`` pac
 ``email.base64mime`` for bodies, ``email.header.Header`` (RFC 2047) for non-ASCII or long
 unstructured headers, ``email.utils.formataddr`` for addresses and ``email.utils.formatdate``.
 
-Header values never carry a line break of their own: CR, LF and other control characters are
-replaced by spaces before encoding, so a rendered value cannot inject a header.
+Header values never carry a line break of their own: CR, LF, other control characters and
+Unicode line separators are replaced by spaces before encoding, so a rendered value cannot inject a header.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from email.utils import formataddr, formatdate, getaddresses
 from functools import lru_cache
 
 CRLF = "\r\n"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _MAX_PLAIN_HEADER = 78
 
 
