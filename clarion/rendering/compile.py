@@ -108,6 +108,7 @@ class CompiledTemplate:
     html: BoundTemplate | None = None
     text: BoundTemplate | str | None = None
     links: int = 0
+    wrapped_prefix: str | None = None
     open_pixel: bool = False
 
 
@@ -134,6 +135,7 @@ def compile_template(row: TemplateRow, switches: TrackingSwitches) -> CompiledTe
             pixel=switches.open_pixel,
         )
         out.links = instrumented.links
+        out.wrapped_prefix = switches.wrapped_prefix
         out.open_pixel = switches.open_pixel
         out.html = compile_source("data.html", instrumented.source, html_field=True)
         if not text_source:

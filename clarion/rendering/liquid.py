@@ -8,19 +8,14 @@ variables render as the empty string (python-liquid's default ``Undefined``).
 from __future__ import annotations
 
 import copy
-import html
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from liquid import BoundTemplate, Environment, Markup
+from liquid import BoundTemplate, Environment
 from liquid.exceptions import LiquidError
-from liquid.filter import with_context
-
-from clarion.tracking.links import is_trackable
 
 USER_FIELDS = ("id", "external_id", "anonymous_id", "email", "phone", "timezone", "locale", "created_at")
-LINK_WRAPPER_VAR = "__clarion_link_wrapper"
 
 
 class TemplateSyntaxError(ValueError):
@@ -34,22 +29,8 @@ class TemplateSyntaxError(ValueError):
         self.column = column
 
 
-@with_context
-def _clarion_link(value: object, *, context: Any) -> Markup:
-    """Turn a rendered, HTML-encoded href into the signed click URL (or leave it as it is)."""
-    encoded = str(value)
-    wrapper: Callable[[str], str] | None = context.globals.get(LINK_WRAPPER_VAR)
-    url = html.unescape(encoded).strip()
-    if wrapper is None or not is_trackable(url):
-        return Markup(encoded)
-    return Markup(html.escape(wrapper(url), quote=True))
-
-
 def _make_env(autoescape: bool) -> Environment:
-    env = Environment(autoescape=autoescape)
-    if autoescape:
-        env.filters["clarion_link"] = _clarion_link
-    return env
+    return Environment(autoescape=autoescape)
 
 
 HTML_ENV = _make_env(True)

@@ -3,12 +3,15 @@
 The standard library's ``EmailMessage`` builds a tree of objects and runs its generic folding
 policy for every message, which costs far more than the rendering. This builder writes the same
 structure directly — ``multipart/alternative`` (text + HTML) or a single ``text/plain`` part,
-UTF-8, base64 bodies — while every encoding step is the standard ``email`` package's own:
-``email.base64mime`` for bodies, ``email.header.Header`` (RFC 2047) for non-ASCII or long
-unstructured headers, ``email.utils.formataddr`` for addresses and ``email.utils.formatdate``.
+UTF-8 — while every encoding step is the standard ``email`` package's own: bodies go 7bit/8bit
+when their lines fit (as the standard content manager does with ``cte_type="8bit"``) and through
+``email.base64mime`` otherwise; non-ASCII or long unstructured headers become RFC 2047 encoded
+words from ``email.base64mime.header_encode``; addresses go through ``email.utils.formataddr``.
+Senders therefore need SMTP ``8BITMIME`` (universal today) for non-ASCII bodies.
 
 Header values never carry a line break of their own: CR, LF, other control characters and
-Unicode line separators are replaced by spaces before encoding, so a rendered value cannot inject a header.
+Unicode line separators are replaced by spaces before encoding, so a rendered value cannot
+inject a header.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email import base64mime
-from email.header import Header
 from email.utils import formataddr, formatdate, getaddresses
 from functools import lru_cache
 
@@ -40,8 +42,27 @@ def unstructured_header(name: str, value: str) -> str:
     value = clean_header_value(value)
     if value.isascii() and len(name) + 2 + len(value) <= _MAX_PLAIN_HEADER:
         return f"{name}: {value}"
-    encoded = Header(value, "utf-8", header_name=name).encode(linesep=CRLF)
-    return f"{name}: {encoded}"
+    return f"{name}: " + (CRLF + " ").join(_encoded_words(value))
+
+
+_WORD_BYTES = 45  # base64 of 45 octets = 60 chars; with "=?utf-8?b?" and "?=" a word is 72 chars
+
+
+def _encoded_words(value: str) -> list[str]:
+    """RFC 2047 encoded words (``email.base64mime.header_encode``), split between characters."""
+    words: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for ch in value:
+        n = len(ch.encode("utf-8"))
+        if size + n > _WORD_BYTES:
+            words.append(base64mime.header_encode("".join(chunk).encode("utf-8"), charset="utf-8"))
+            chunk, size = [], 0
+        chunk.append(ch)
+        size += n
+    if chunk:
+        words.append(base64mime.header_encode("".join(chunk).encode("utf-8"), charset="utf-8"))
+    return words
 
 
 @lru_cache(maxsize=4096)
@@ -85,12 +106,25 @@ class EmailParts:
     date: str | None = None
 
 
-def _body(text: str) -> str:
-    return base64mime.body_encode(text.encode("utf-8"), maxlinelen=76, eol=CRLF) or CRLF
+_MAX_LINE = 998
 
 
-_TEXT_PART_HEAD = 'Content-Type: text/plain; charset="utf-8"' + CRLF + "Content-Transfer-Encoding: base64" + CRLF
-_HTML_PART_HEAD = 'Content-Type: text/html; charset="utf-8"' + CRLF + "Content-Transfer-Encoding: base64" + CRLF
+def _part(subtype: str, text: str, boundary: str | None = None) -> str:
+    """Part headers + body. Like the standard library's content manager with ``cte_type="8bit"``:
+    ``7bit``/``8bit`` when every line fits in 998 octets (line ends normalised to CRLF), else
+    base64 (``email.base64mime``). Bare CR, NUL, overlong lines or the boundary go base64."""
+    head = f'Content-Type: text/{subtype}; charset="utf-8"{CRLF}Content-Transfer-Encoding: '
+    raw = text.encode("utf-8")
+    if (
+        b"\r" not in raw
+        and b"\x00" not in raw
+        and (boundary is None or boundary not in text)
+        and max(map(len, raw.split(b"\n"))) <= _MAX_LINE
+    ):
+        cte = "7bit" if raw.isascii() else "8bit"
+        body = text.replace("\n", CRLF)
+        return f"{head}{cte}{CRLF}{CRLF}{body}{CRLF}"
+    return f"{head}base64{CRLF}{CRLF}" + (base64mime.body_encode(raw, maxlinelen=76, eol=CRLF) or CRLF)
 
 
 def build_mime(parts: EmailParts, id_domain: str) -> bytes:
@@ -111,15 +145,14 @@ def build_mime(parts: EmailParts, id_domain: str) -> bytes:
         lines.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
     lines.append("MIME-Version: 1.0")
     if parts.html is None:
-        lines.append(_TEXT_PART_HEAD)
-        return (CRLF.join(lines) + CRLF + _body(parts.text)).encode("ascii")
+        return (CRLF.join(lines) + CRLF + _part("plain", parts.text)).encode("utf-8")
     boundary = "=_" + "".join(c for c in parts.message_id if c.isalnum())
     lines.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
     lines.append("")
     out = CRLF.join(lines)
     out += (
-        f"{CRLF}--{boundary}{CRLF}{_TEXT_PART_HEAD}{CRLF}{_body(parts.text)}"
-        f"--{boundary}{CRLF}{_HTML_PART_HEAD}{CRLF}{_body(parts.html)}"
+        f"{CRLF}--{boundary}{CRLF}{_part('plain', parts.text, boundary)}"
+        f"--{boundary}{CRLF}{_part('html', parts.html, boundary)}"
         f"--{boundary}--{CRLF}"
     )
-    return out.encode("ascii")
+    return out.encode("utf-8")

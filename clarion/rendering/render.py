@@ -25,10 +25,10 @@ from clarion.rendering.compile import (
     TrackingSwitches,
     render_value,
 )
-from clarion.rendering.liquid import LINK_WRAPPER_VAR, Scope, user_root
+from clarion.rendering.liquid import Scope, user_root
 from clarion.rendering.mime import AddressError, EmailParts, build_mime, parse_address_list
 from clarion.templates.locale_pick import TemplateMissing, pick_template
-from clarion.tracking.links import PIXEL_VAR, PREHEADER_VAR
+from clarion.tracking.links import PIXEL_VAR, PREHEADER_VAR, wrap_marked_links
 from clarion.tracking.tokens import TokenSigner
 from clarion.tracking.urls import CLICK_PATH, TrackingUrls
 
@@ -134,7 +134,6 @@ def _render_email(
     html_body: str | None = None
     if compiled.html is not None:
         extra = dict(variables)
-        extra[LINK_WRAPPER_VAR] = (lambda url: urls.click(recipient.message_id, url)) if compiled.links else None
         extra[PREHEADER_VAR] = (
             Markup(
                 '<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">'
@@ -153,6 +152,9 @@ def _render_email(
             else ""
         )
         html_body = compiled.html.render(**extra)
+        if compiled.links:
+            message_id = recipient.message_id
+            html_body = wrap_marked_links(html_body, lambda url: urls.click(message_id, url), compiled.wrapped_prefix)
     text = compiled.text.render(**variables) if compiled.text is not None and not isinstance(compiled.text, str) else ""
     try:
         parts = EmailParts(

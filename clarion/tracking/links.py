@@ -2,11 +2,13 @@
 
 At compile time :func:`instrument_html` walks the HTML template source with the standard
 library's ``html.parser`` and, for every ``href`` of an ``<a>`` or ``<area>`` whose value is an
-absolute ``http(s)`` URL (or starts with a Liquid expression), rewrites the value into a Liquid
-``capture`` piped through the ``clarion_link`` filter. At render time the filter receives the
-rendered (HTML-encoded) URL and returns the signed click URL. Everything else — ``mailto:``,
-``tel:``, ``#anchors``, relative links, links already on the click endpoint and any attribute
-other than ``href`` — is left byte-for-byte as written.
+absolute ``http(s)`` URL (or starts with a Liquid expression), brackets the value between two
+markers that carry a per-process random nonce. After Liquid has rendered the HTML,
+:func:`wrap_marked_links` replaces every bracketed (rendered, HTML-encoded) URL with its signed
+click URL — a plain string scan, so rendering many users pays nothing extra per link beyond
+signing. Rendered values cannot forge a marker: they do not know the nonce. Everything else —
+``mailto:``, ``tel:``, ``#anchors``, relative links, links already on the click endpoint and any
+attribute other than ``href`` — is left byte-for-byte as written.
 
 The same walk records where ``<body>`` opens and closes so the preheader and the open pixel can
 be placed without another parse.
@@ -15,12 +17,16 @@ be placed without another parse.
 from __future__ import annotations
 
 import html
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser, attrfind_tolerant, tagfind_tolerant  # type: ignore[attr-defined]
 from urllib.parse import urlsplit
 
 LINK_TAGS = frozenset({"a", "area"})
-CAPTURE_VAR = "__clarion_href"
+_NONCE = secrets.token_hex(8)
+LINK_OPEN = f"\x00{_NONCE}<"
+LINK_CLOSE = f">{_NONCE}\x00"
 PREHEADER_VAR = "__clarion_preheader"
 PIXEL_VAR = "__clarion_pixel"
 
@@ -100,15 +106,7 @@ class _Scanner(HTMLParser):
                 inner = value[1:-1] if quoted else value
                 if _should_instrument(inner, self.wrapped_prefix):
                     start = begin + attr.start(3)
-                    replacement = (
-                        '"{% capture '
-                        + CAPTURE_VAR
-                        + " %}"
-                        + inner
-                        + "{% endcapture %}{{ "
-                        + CAPTURE_VAR
-                        + ' | clarion_link }}"'
-                    )
+                    replacement = '"' + LINK_OPEN + inner + LINK_CLOSE + '"'
                     self.edits.append(_Edit(start, start + len(value), replacement))
                     self.links += 1
             pos = attr.end()
@@ -147,3 +145,28 @@ def instrument_html(
         last = edit.end
     out.append(source[last:])
     return InstrumentedHtml("".join(out), scanner.links)
+
+
+def wrap_marked_links(rendered: str, wrap: Callable[[str], str] | None, wrapped_prefix: str | None) -> str:
+    """Replace each marked href in rendered HTML by ``wrap(url)`` (HTML-encoded), or by itself."""
+    if LINK_OPEN not in rendered:
+        return rendered
+    out: list[str] = []
+    pos = 0
+    while True:
+        start = rendered.find(LINK_OPEN, pos)
+        if start < 0:
+            break
+        end = rendered.find(LINK_CLOSE, start)
+        if end < 0:
+            break
+        out.append(rendered[pos:start])
+        encoded = rendered[start + len(LINK_OPEN) : end]
+        url = (html.unescape(encoded) if "&" in encoded else encoded).strip()
+        if wrap is not None and is_trackable(url, wrapped_prefix):
+            out.append(html.escape(wrap(url), quote=True))
+        else:
+            out.append(encoded)
+        pos = end + len(LINK_CLOSE)
+    out.append(rendered[pos:])
+    return "".join(out)

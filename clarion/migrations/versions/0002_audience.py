@@ -18,6 +18,7 @@ down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+
 def upgrade() -> None:
 
     op.create_table(
@@ -205,6 +206,7 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_user_subscriptions_subscription_state", ["project_id", "subscription_id", "state"], unique=False
         )
+
 
 def downgrade() -> None:
 
