@@ -21,7 +21,6 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser, attrfind_tolerant, tagfind_tolerant  # type: ignore[attr-defined]
-from urllib.parse import urlsplit
 
 LINK_TAGS = frozenset({"a", "area"})
 _NONCE = secrets.token_hex(8)
@@ -32,13 +31,9 @@ PIXEL_VAR = "__clarion_pixel"
 
 
 def is_trackable(url: str, wrapped_prefix: str | None = None) -> bool:
-    """An absolute http(s) URL that is not already a click-tracking URL."""
+    """An absolute ``http(s)://`` URL that is not already a click-tracking URL."""
     url = url.strip()
-    try:
-        scheme = urlsplit(url).scheme.lower()
-    except ValueError:
-        return False
-    if scheme not in ("http", "https"):
+    if not url[:8].lower().startswith(("http://", "https://")):
         return False
     return not (wrapped_prefix and url.startswith(wrapped_prefix))
 

@@ -36,7 +36,7 @@ class TokenSigner:
         self._key = derive_key(secret_key, "tracking")
 
     def _mac(self, body: bytes) -> bytes:
-        return hmac.new(self._key, body, hashlib.sha256).digest()[:_SIG_BYTES]
+        return hmac.digest(self._key, body, hashlib.sha256)[:_SIG_BYTES]
 
     def sign(self, kind: str, payload: dict[str, Any]) -> str:
         body = orjson.dumps({"k": kind, **payload})
