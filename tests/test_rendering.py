@@ -444,3 +444,38 @@ def test_header_injection_impossible() -> None:
     parsed = email.message_from_bytes(m.mime, policy=email.policy.default)
     assert parsed["Bcc"] is None and parsed["X-Evil"] is None
     assert b"\r\nBcc:" not in m.mime and b"\r\nX-Evil" not in m.mime
+
+
+def test_mime_falls_back_to_base64_when_lines_do_not_fit() -> None:
+    long_line = "é" * 600  # 1,200 octets on one line
+    parts = EmailParts(
+        message_id="msg_01B",
+        from_name="",
+        from_address="a@b.example",
+        to_address="c@d.example",
+        subject="s",
+        text="see --=_msg01B inside\nok",
+        html=f"<p>{long_line}</p>",
+    )
+    raw = build_mime(parts, "h.example")
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    plain, html = parsed.get_body(("plain",)), parsed.get_body(("html",))
+    assert plain["Content-Transfer-Encoding"] == "base64" and html["Content-Transfer-Encoding"] == "base64"
+    assert plain.get_content() == "see --=_msg01B inside\nok" and html.get_content() == f"<p>{long_line}</p>"
+    short = build_mime(
+        EmailParts(
+            message_id="msg_01C",
+            from_name="",
+            from_address="a@b.example",
+            to_address="c@d.example",
+            subject="s",
+            text="plain ascii\n",
+            html="<p>é</p>",
+        ),
+        "h.example",
+    )
+    parsed = email.message_from_bytes(short, policy=email.policy.default)
+    assert parsed.get_body(("plain",))["Content-Transfer-Encoding"] == "7bit"
+    assert parsed.get_body(("html",))["Content-Transfer-Encoding"] == "8bit"
+    assert parsed.get_body(("html",)).get_content().rstrip("\r\n") == "<p>é</p>"
