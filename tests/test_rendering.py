@@ -286,6 +286,7 @@ def test_link_rewriting_edge_cases() -> None:
         '<a data-href="https://data.example" title="https://title.example" href=\'HTTP://UP.example\'>8</a>'
         '<map><area href="https://area.example" alt="a"></map>'
         '<a href="{{ event.url }}">9</a>'
+        '<a href="{{ context.unsubscribe_url }}">unsub</a><a href="{{ context.preferences_url }}">prefs</a>'
     )
     out = rendered_html(html)
     signer = TokenSigner("unit-secret")
@@ -306,6 +307,7 @@ def test_link_rewriting_edge_cases() -> None:
     targets = [signer.verify("c", t)["u"] for t in tokens if t != "abc.def"]  # type: ignore[index]
     assert targets == ["https://x.example/p?a=1&b=gold", "HTTP://UP.example", "https://area.example"]
     assert "https://x.example/p" not in out and "https://area.example" not in out
+    assert f'href="{BASE}/u/' in out and f'href="{BASE}/p/' in out  # own pages are never wrapped
 
 
 def test_no_wrapping_when_switched_off() -> None:

@@ -50,7 +50,7 @@ class TemplateRow(Protocol):
 class TrackingSwitches:
     link_wrap: bool = False
     open_pixel: bool = False
-    wrapped_prefix: str | None = None
+    wrapped_prefix: str | tuple[str, ...] | None = None
 
 
 # A compiled field: a Liquid template for strings, nested structures for objects and lists.
@@ -108,7 +108,7 @@ class CompiledTemplate:
     html: BoundTemplate | None = None
     text: BoundTemplate | str | None = None
     links: int = 0
-    wrapped_prefix: str | None = None
+    wrapped_prefix: str | tuple[str, ...] | None = None
     open_pixel: bool = False
 
 

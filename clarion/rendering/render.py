@@ -30,7 +30,7 @@ from clarion.rendering.mime import AddressError, EmailParts, build_mime, parse_a
 from clarion.templates.locale_pick import TemplateMissing, pick_template
 from clarion.tracking.links import PIXEL_VAR, PREHEADER_VAR, wrap_marked_links
 from clarion.tracking.tokens import TokenSigner
-from clarion.tracking.urls import CLICK_PATH, TrackingUrls
+from clarion.tracking.urls import CLICK_PATH, OPEN_PATH, PREFERENCES_PATH, UNSUBSCRIBE_PATH, TrackingUrls
 
 
 class RenderError(ValueError):
@@ -106,7 +106,10 @@ def _switches(channel: str, project: ProjectInfo, settings: RenderSettings) -> T
     return TrackingSwitches(
         link_wrap=project.link_wrap_email,
         open_pixel=project.track_opens_email,
-        wrapped_prefix=settings.base_url.rstrip("/") + CLICK_PATH,
+        # Our own click, open, unsubscribe and preference URLs are never wrapped.
+        wrapped_prefix=tuple(
+            settings.base_url.rstrip("/") + path for path in (CLICK_PATH, OPEN_PATH, UNSUBSCRIBE_PATH, PREFERENCES_PATH)
+        ),
     )
 
 

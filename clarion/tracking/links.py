@@ -30,7 +30,7 @@ PREHEADER_VAR = "__clarion_preheader"
 PIXEL_VAR = "__clarion_pixel"
 
 
-def is_trackable(url: str, wrapped_prefix: str | None = None) -> bool:
+def is_trackable(url: str, wrapped_prefix: str | tuple[str, ...] | None = None) -> bool:
     """An absolute ``http(s)://`` URL that is not already a click-tracking URL."""
     url = url.strip()
     if not url[:8].lower().startswith(("http://", "https://")):
@@ -38,7 +38,7 @@ def is_trackable(url: str, wrapped_prefix: str | None = None) -> bool:
     return not (wrapped_prefix and url.startswith(wrapped_prefix))
 
 
-def _should_instrument(raw_value: str, wrapped_prefix: str | None) -> bool:
+def _should_instrument(raw_value: str, wrapped_prefix: str | tuple[str, ...] | None) -> bool:
     value = raw_value.strip()
     if value.startswith("{{") or value.startswith("{%"):
         return True  # decided at render time, once the URL is known
@@ -53,7 +53,7 @@ class _Edit:
 
 
 class _Scanner(HTMLParser):
-    def __init__(self, source: str, wrapped_prefix: str | None, wrap_links: bool) -> None:
+    def __init__(self, source: str, wrapped_prefix: str | tuple[str, ...] | None, wrap_links: bool) -> None:
         super().__init__(convert_charrefs=False)
         self.source = source
         self.wrapped_prefix = wrapped_prefix
@@ -117,7 +117,7 @@ def instrument_html(
     source: str,
     *,
     wrap_links: bool,
-    wrapped_prefix: str | None,
+    wrapped_prefix: str | tuple[str, ...] | None,
     preheader: bool,
     pixel: bool,
 ) -> InstrumentedHtml:
@@ -142,7 +142,9 @@ def instrument_html(
     return InstrumentedHtml("".join(out), scanner.links)
 
 
-def wrap_marked_links(rendered: str, wrap: Callable[[str], str] | None, wrapped_prefix: str | None) -> str:
+def wrap_marked_links(
+    rendered: str, wrap: Callable[[str], str] | None, wrapped_prefix: str | tuple[str, ...] | None
+) -> str:
     """Replace each marked href in rendered HTML by ``wrap(url)`` (HTML-encoded), or by itself."""
     if LINK_OPEN not in rendered:
         return rendered
