@@ -6,12 +6,13 @@ import importlib
 import sys
 
 # Each module exposes ``main() -> None`` and prints its figure, its baseline and the ratio.
-BENCHMARKS = ["bench.smtp"]
+BENCHMARKS = ["bench.smtp", "bench.render_mime"]
 
 
 def main(argv: list[str]) -> None:
     for name in argv or BENCHMARKS:
         module = importlib.import_module(name if name.startswith("bench.") else f"bench.{name}")
+        print(f"== {module.__name__}", flush=True)
         module.main()
 
 

@@ -12,10 +12,17 @@ MODEL_MODULES = [
     "clarion.orgs.models",
     "clarion.keys.models",
     "clarion.tags.models",
+    "clarion.users.models",
+    "clarion.events.models",
+    "clarion.subscriptions.models",
+    "clarion.dataschema.models",
+    "clarion.imports.models",
     "clarion.providers.models",
     "clarion.providers.capture",
     "clarion.campaigns.models",
     "clarion.delivery.models",
+    "clarion.locales.models",
+    "clarion.templates.models",
 ]
 
 
