@@ -28,8 +28,9 @@ def client_routers() -> list[APIRouter]:
     from clarion.keys.router import client as keys_client
     from clarion.orgs.router import client as orgs_client
     from clarion.tags.router import router as tags_router
+    from clarion.webhooks.router import router as webhooks_router
 
-    return [orgs_client, keys_client, tags_router]
+    return [orgs_client, keys_client, tags_router, webhooks_router]
 
 
 def admin_routers() -> list[APIRouter]:

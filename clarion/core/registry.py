@@ -12,6 +12,7 @@ MODEL_MODULES = [
     "clarion.orgs.models",
     "clarion.keys.models",
     "clarion.tags.models",
+    "clarion.webhooks.models",
 ]
 
 
