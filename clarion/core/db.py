@@ -85,6 +85,7 @@ class Database:
 
     def __init__(self, settings: Settings) -> None:
         url = settings.resolved_database_url
+        self.settings = settings
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         kwargs: dict[str, Any] = {"echo": settings.db_echo}
