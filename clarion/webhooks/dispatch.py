@@ -198,9 +198,14 @@ class WebhookSource:
                 return await client.post(endpoint.url, raw, headers)
 
         results = await asyncio.gather(*(deliver(r) for r in rows))
+        # Requests already went out: record them even if the worker is being stopped, so a
+        # graceful shutdown does not resend the batch after the lease expires.
+        await asyncio.shield(self._record_batch(rows, results))
+        return len(rows)
+
+    async def _record_batch(self, rows: list[Any], results: list[PostResult]) -> None:
         async with self.db.transaction() as session:
             await self._record(session, rows, results)
-        return len(rows)
 
     async def _record(self, session: AsyncSession, rows: list[Any], results: list[PostResult]) -> None:
         now = utcnow()
