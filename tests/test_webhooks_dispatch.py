@@ -12,6 +12,10 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -109,7 +113,7 @@ class Env:
             return await publish_events(session, project_id=self.tenant.project_id, events=events)
 
     async def deliveries(self, endpoint_id: int) -> list[WebhookDelivery]:
-        async with self.db.session(project_id=self.tenant.project_id) as session:
+        async with self.db.session(project_id=self.tenant.project_id, readonly=True) as session:
             rows = await session.execute(select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id))
             return list(rows.scalars())
 
@@ -543,7 +547,7 @@ async def test_dispatch_refuses_private_targets_without_the_setting(env: Env) ->
 
 
 async def _has_attempts(env: Env, endpoint_id: int) -> bool:
-    async with env.db.session(project_id=env.tenant.project_id) as session:
+    async with env.db.session(project_id=env.tenant.project_id, readonly=True) as session:
         count = await session.execute(
             select(func.count())
             .select_from(WebhookAttempt)
@@ -593,3 +597,67 @@ async def test_failed_test_send_disables_the_endpoint(env: Env) -> None:
     r = await env.client.post(f"/api/client/webhooks/{unreachable['id']}/test", headers=env.tenant.sk)
     assert r.json()["success"] is False and r.json()["status_code"] is None and r.json()["error"]
     assert await env.endpoint_status(unreachable["id"]) == "disabled"
+
+
+def _worker_process(env: Env) -> subprocess.Popen[bytes]:
+    settings = env.settings
+    environment = {
+        **os.environ,
+        "CLARION_DATABASE_URL": env.backend.database_url,
+        "CLARION_DATA_DIR": str(env.backend.data_dir),
+        "CLARION_SECRET_KEY": settings.secret_key,
+        "CLARION_WEBHOOK_ALLOW_PRIVATE": "true",
+        "CLARION_WEBHOOK_RETRY_BASE_SECONDS": "0.05",
+        "CLARION_WEBHOOK_RETRY_CAP_SECONDS": "0.3",
+        "CLARION_WEBHOOK_TIMEOUT_SECONDS": "1",
+        "CLARION_WEBHOOK_LEASE_SECONDS": "2",
+        "CLARION_LOG_LEVEL": "warning",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "clarion.cli", "worker"],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def test_receiver_down_and_worker_killed_loses_nothing(env: Env) -> None:
+    """`clarion worker` runs as a real process, retries against a receiver that is down, and is
+    killed with SIGKILL; after a restart (receiver back) every event arrives, each verifiable."""
+    port = free_port()
+    endpoint = await env.create_endpoint(f"http://127.0.0.1:{port}/hooks")
+    event_ids = await env.publish(30)
+    first = _worker_process(env)
+    try:
+        # every delivery has failed at least once against the closed port
+        await wait_for(lambda: _attempted_all(env, endpoint["id"], 30), timeout=60)
+    finally:
+        first.kill()
+        first.wait(timeout=10)
+    assert first.returncode == -signal.SIGKILL
+    deliveries = await env.deliveries(endpoint["id"])
+    assert all(d.state in ("queued", "running") for d in deliveries)
+
+    rec = Receiver(port).start()
+    second = _worker_process(env)
+    try:
+        await wait_for(lambda: len(rec.acked_ids()) >= 30, timeout=60)
+        await wait_for(lambda: _all_in_state(env, endpoint["id"], "succeeded"), timeout=30)
+    finally:
+        second.terminate()
+        second.wait(timeout=10)
+        rec.stop()
+    deliveries = await env.deliveries(endpoint["id"])
+    assert {d.event_id for d in deliveries} == set(event_ids)
+    assert rec.acked_ids() == {d.id for d in deliveries}
+    assert all(verifies(r, endpoint["signing_secret"]) for r in rec.snapshot())
+
+
+async def _attempted_all(env: Env, endpoint_id: int, n: int) -> bool:
+    async with env.db.session(project_id=env.tenant.project_id, readonly=True) as session:
+        count = await session.execute(
+            select(func.count(func.distinct(WebhookAttempt.delivery_id)))
+            .join(WebhookDelivery, WebhookDelivery.id == WebhookAttempt.delivery_id)
+            .where(WebhookDelivery.endpoint_id == endpoint_id)
+        )
+        return int(count.scalar() or 0) >= n
