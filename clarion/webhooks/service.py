@@ -163,7 +163,7 @@ async def send_test(settings: Settings, endpoint: WebhookEndpoint) -> PostResult
     secret = decrypt_text(settings, endpoint.secret_encrypted)
     client = WebhookClient(settings, concurrency=1)
     try:
-        return await client.post(endpoint.url, body, {"X-Spotzee-Signature": sign_test_send(body, secret)})
+        return await client.post(endpoint.url, body, lambda: {"X-Spotzee-Signature": sign_test_send(body, secret)})
     finally:
         await client.aclose()
 
