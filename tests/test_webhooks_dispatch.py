@@ -34,8 +34,8 @@ from clarion.core.clock import utcnow
 from clarion.core.db import Database
 from clarion.core.migrations import migrate
 from clarion.core.settings import Settings
-from clarion.webhooks.dispatch import WebhookSource
-from clarion.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from clarion.webhooks.dispatch import WebhookSource, purge_webhook_history
+from clarion.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from clarion.webhooks.outbox import InvalidEvent, OutgoingEvent, publish_event, publish_events
 from tests.conftest import (
     BACKENDS,
@@ -661,3 +661,23 @@ async def _attempted_all(env: Env, endpoint_id: int, n: int) -> bool:
             .where(WebhookDelivery.endpoint_id == endpoint_id)
         )
         return int(count.scalar() or 0) >= n
+
+
+async def test_history_is_purged_after_retention(env: Env, receiver: Receiver) -> None:
+    endpoint = await env.create_endpoint(receiver.url)
+    await env.publish(2)
+    async with running_worker(env):
+        await wait_for(lambda: _all_in_state(env, endpoint["id"], "succeeded"))
+    old, recent = await env.deliveries(endpoint["id"])
+    long_ago = utcnow() - timedelta(days=env.settings.webhook_log_retention_days + 1)
+    async with env.db.transaction() as session:
+        await session.execute(update(WebhookDelivery).where(WebhookDelivery.id == old.id).values(completed_at=long_ago))
+        await session.execute(update(WebhookEvent).where(WebhookEvent.id == old.event_id).values(created_at=long_ago))
+    assert await purge_webhook_history(env.db) >= 1
+    remaining = await env.deliveries(endpoint["id"])
+    assert [d.id for d in remaining] == [recent.id]
+    async with env.db.session(readonly=True) as session:
+        events = set((await session.execute(select(WebhookEvent.id))).scalars())
+        attempts = set((await session.execute(select(WebhookAttempt.delivery_id))).scalars())
+    assert old.event_id not in events and recent.event_id in events
+    assert old.id not in attempts and recent.id in attempts

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     webhook_batch_size: int = Field(default=500, description="Deliveries claimed per worker batch.")
     webhook_concurrency: int = Field(default=100, description="Concurrent requests per worker.")
     webhook_lease_seconds: int = Field(default=120, description="How long a claimed batch is owned by one worker.")
+    webhook_log_retention_days: int = Field(
+        default=30, description="Finished deliveries, their attempt logs and events are purged after this."
+    )
 
     # Rate limits, in the `limits` library's notation ("N per period" or "N/period").
     rate_limit_client_ip: str = "8000/minute"

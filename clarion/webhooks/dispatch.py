@@ -297,3 +297,15 @@ class WebhookSource:
             outcomes.append(outcome)
         await queries.insert_attempts(session, attempts)
         await queries.record_delivery_outcomes(session, outcomes)
+
+
+async def purge_webhook_history(db: Database, *, batch: int = 5000) -> int:
+    """Scheduler duty: keep ``webhook_log_retention_days`` of delivery history, in bounded batches."""
+    before = utcnow() - timedelta(days=db.settings.webhook_log_retention_days)
+    total = 0
+    while True:
+        async with db.transaction() as session:
+            removed = await queries.purge_finished(session, before=before, limit=batch)
+        total += removed
+        if removed < batch:
+            return total

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, Table, bindparam, insert, select, update
+from sqlalchemy import Row, Table, bindparam, delete, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.queue import claim_due
@@ -172,3 +172,21 @@ async def release_held(
             last_error="retry window ended while the endpoint was not active",
         )
     )
+
+
+async def purge_finished(session: AsyncSession, *, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` finished deliveries completed before ``before`` (attempts cascade),
+    then events older than ``before`` that no delivery references any more."""
+    doomed = (
+        select(DELIVERIES.c.id)
+        .where(DELIVERIES.c.state.in_(("succeeded", "failed")), DELIVERIES.c.completed_at < before)
+        .limit(limit)
+    )
+    result = await session.execute(delete(DELIVERIES).where(DELIVERIES.c.id.in_(doomed.scalar_subquery())))
+    orphans = (
+        select(EVENTS.c.id)
+        .where(EVENTS.c.created_at < before, ~exists().where(DELIVERIES.c.event_id == EVENTS.c.id))
+        .limit(limit)
+    )
+    await session.execute(delete(EVENTS).where(EVENTS.c.id.in_(orphans.scalar_subquery())))
+    return int(getattr(result, "rowcount", 0) or 0)
