@@ -4,8 +4,8 @@ httpx loop posting the same payloads with the same concurrency, in the same run.
 The receiver is a separate process (uvicorn + httptools + uvloop, a raw ASGI app answering 200),
 so the figure measures Clarion's side: claim, sign, POST, log every attempt, mark delivered.
 
-    python -m bench webhooks          # N=20000 on a temporary SQLite file
-    BENCH_WEBHOOKS_N=50000 BENCH_DATABASE_URL=postgresql://… python -m bench webhooks
+    python -m bench webhooks          # 3 rounds of N=10000 on a temporary SQLite file
+    BENCH_WEBHOOKS_N=50000 BENCH_WEBHOOKS_ROUNDS=5 BENCH_DATABASE_URL=postgresql://… python -m bench webhooks
 """
 
 from __future__ import annotations
@@ -45,6 +45,22 @@ async def receiver_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         more = message.get("more_body", False)
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _events(n: int) -> list[OutgoingEvent]:
+    return [
+        OutgoingEvent(
+            "message.delivered",
+            {
+                "message_id": f"msg_{i}",
+                "trigger_id": "trg_bench",
+                "campaign_id": 1,
+                "channel": "email",
+                "user": {"id": i, "external_id": f"u{i}", "email": f"u{i}@example.com"},
+            },
+        )
+        for i in range(n)
+    ]
 
 
 def _free_port() -> int:
@@ -117,7 +133,7 @@ async def _bare_loop(url: str, bodies: list[bytes], secret: str, concurrency: in
     return elapsed
 
 
-async def run(n: int) -> dict[str, float]:
+async def run(n: int, rounds: int) -> dict[str, float]:
     load_models()
     with tempfile.TemporaryDirectory() as tmp:
         url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp}/bench.db"
@@ -135,38 +151,32 @@ async def run(n: int) -> dict[str, float]:
                     settings,
                     WebhookEndpointCreate(name="bench", url=target, event_types=["message.delivered"]),
                 )
-            events = [
-                OutgoingEvent(
-                    "message.delivered",
-                    {
-                        "message_id": f"msg_{i}",
-                        "trigger_id": "trg_bench",
-                        "campaign_id": 1,
-                        "channel": "email",
-                        "user": {"id": i, "external_id": f"u{i}", "email": f"u{i}@example.com"},
-                    },
-                )
-                for i in range(n)
-            ]
-            bodies = [build_payload(tenant.project_id, e) for e in events]
-
             concurrency = settings.webhook_concurrency
             secret_for_baseline = new_signing_secret()
-            naive_s = await _bare_loop(target, bodies, secret_for_baseline, concurrency, shards=1)
-            baseline_s = await _bare_loop(target, bodies, secret_for_baseline, concurrency, shards=-(-concurrency // 4))
-
-            start = time.perf_counter()
-            for chunk in range(0, n, 1000):
-                async with db.transaction(project_id=tenant.project_id) as session:
-                    await publish_events(session, project_id=tenant.project_id, events=events[chunk : chunk + 1000])
-            publish_s = time.perf_counter() - start
-
             source = WebhookSource(db, settings)
-            start = time.perf_counter()
-            while await source.run_once():
-                pass
-            dispatch_s = time.perf_counter() - start
+            best = {"publish": 0.0, "dispatch": 0.0, "baseline": 0.0}
+            # Alternate baseline and Clarion rounds so both see the same machine noise; keep the best.
+            for _round in range(rounds):
+                events = _events(n)
+                bodies = [build_payload(tenant.project_id, e) for e in events]
+                elapsed = await _bare_loop(
+                    target, bodies, secret_for_baseline, concurrency, shards=-(-concurrency // 4)
+                )
+                best["baseline"] = max(best["baseline"], n / elapsed)
+
+                start = time.perf_counter()
+                for chunk in range(0, n, 1000):
+                    async with db.transaction(project_id=tenant.project_id) as session:
+                        await publish_events(session, project_id=tenant.project_id, events=events[chunk : chunk + 1000])
+                best["publish"] = max(best["publish"], n / (time.perf_counter() - start))
+
+                start = time.perf_counter()
+                while await source.run_once():
+                    pass
+                best["dispatch"] = max(best["dispatch"], n / (time.perf_counter() - start))
             await source.aclose()
+            naive_n = min(n, 5000)
+            naive_s = await _bare_loop(target, bodies[:naive_n], secret_for_baseline, concurrency, shards=1)
             async with db.session(readonly=True) as session:
                 done = (
                     await session.execute(
@@ -175,33 +185,37 @@ async def run(n: int) -> dict[str, float]:
                         .where(WebhookDelivery.endpoint_id == endpoint.id, WebhookDelivery.state == "succeeded")
                     )
                 ).scalar()
-            assert done == n, f"only {done} of {n} delivered"
+            assert done == n * rounds, f"only {done} of {n * rounds} delivered"
         finally:
             receiver.terminate()
             receiver.wait(timeout=10)
             await db.dispose()
     return {
         "n": n,
-        "publish_per_s": n / publish_s,
-        "dispatch_per_s": n / dispatch_s,
-        "baseline_per_s": n / baseline_s,
-        "naive_per_s": n / naive_s,
+        "publish_per_s": best["publish"],
+        "dispatch_per_s": best["dispatch"],
+        "baseline_per_s": best["baseline"],
+        "naive_per_s": naive_n / naive_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "backend": 0 if url.startswith("sqlite") else 1,
     }
 
 
 def main() -> None:
-    n = int(os.environ.get("BENCH_WEBHOOKS_N", "20000"))
-    r = asyncio.run(run(n))
+    n = int(os.environ.get("BENCH_WEBHOOKS_N", "10000"))
+    rounds = int(os.environ.get("BENCH_WEBHOOKS_ROUNDS", "3"))
+    load_before = os.getloadavg()[0]
+    r = asyncio.run(run(n, rounds))
+    load_after = os.getloadavg()[0]
     backend = "sqlite" if r["backend"] == 0 else "postgresql"
-    print(f"webhook deliveries ({backend}, n={n}):")
+    print(f"webhook deliveries ({backend}, n={n} per round, best of {rounds} alternating rounds):")
     print(f"  publish_events (outbox write)           {r['publish_per_s']:>9,.0f} events/s")
     print(f"  Clarion dispatch (claim+sign+POST+log)  {r['dispatch_per_s']:>9,.0f} deliveries/s")
     print(f"  baseline: bare httpx loop, small pools  {r['baseline_per_s']:>9,.0f} posts/s")
     print(f"  baseline: bare httpx loop, one client   {r['naive_per_s']:>9,.0f} posts/s")
     print(f"  ratio dispatch / bare loop (small pools) {r['dispatch_per_s'] / r['baseline_per_s']:.2f}")
     print(f"  ratio dispatch / bare loop (one client)  {r['dispatch_per_s'] / r['naive_per_s']:.2f}")
+    print(f"  load average (1 min) before/after   {load_before:.1f} / {load_after:.1f} on {os.cpu_count()} cores")
     print(f"  peak RSS                        {r['peak_rss_mb']:.0f} MB")
 
 
