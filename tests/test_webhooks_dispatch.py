@@ -681,3 +681,28 @@ async def test_history_is_purged_after_retention(env: Env, receiver: Receiver) -
         attempts = set((await session.execute(select(WebhookAttempt.delivery_id))).scalars())
     assert old.event_id not in events and recent.event_id in events
     assert old.id not in attempts and recent.id in attempts
+
+
+async def test_endpoint_deleted_while_its_delivery_is_in_flight(env: Env) -> None:
+    def slow(_: Received) -> Reply:
+        time.sleep(0.5)  # blocks the receiver thread while the test deletes the endpoint
+        return 200, {}, b"ok"
+
+    rec = Receiver(free_port(), slow).start()
+    try:
+        endpoint = await env.create_endpoint(rec.url)
+        await env.publish(1)
+        source = WebhookSource(env.db, env.settings)
+        batch = asyncio.create_task(source.run_once())
+        await wait_for(lambda: _endpoint_has_running(env, endpoint["id"]))
+        r = await env.client.delete(f"/api/client/webhooks/{endpoint['id']}", headers=env.tenant.sk)
+        assert r.status_code == 204
+        assert await asyncio.wait_for(batch, 10) == 1  # recorded without error
+        await source.aclose()
+        assert await env.deliveries(endpoint["id"]) == []
+    finally:
+        rec.stop()
+
+
+async def _endpoint_has_running(env: Env, endpoint_id: int) -> bool:
+    return any(d.state == "running" for d in await env.deliveries(endpoint_id))

@@ -233,6 +233,12 @@ class WebhookSource:
     async def _record(self, session: AsyncSession, rows: list[Any], results: list[PostResult]) -> None:
         now = utcnow()
         settings = self.settings
+        existing = await queries.existing_deliveries(session, (r.id for r in rows))
+        if len(existing) < len(rows):  # endpoints deleted while their deliveries were in flight
+            kept = [(r, res) for r, res in zip(rows, results, strict=True) if r.id in existing]
+            rows, results = [r for r, _ in kept], [res for _, res in kept]
+            if not rows:
+                return
         ok_endpoints = sorted({r.endpoint_id for r, res in zip(rows, results, strict=True) if res.succeeded})
         failed_endpoints = sorted(
             {r.endpoint_id for r, res in zip(rows, results, strict=True) if not res.succeeded} - set(ok_endpoints)

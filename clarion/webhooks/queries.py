@@ -72,6 +72,13 @@ async def endpoints_by_id(session: AsyncSession, endpoint_ids: Iterable[int]) ->
     return {int(r.id): r for r in rows}
 
 
+async def existing_deliveries(session: AsyncSession, delivery_ids: Iterable[str]) -> set[str]:
+    """Which of ``delivery_ids`` still exist (their endpoint may have been deleted meanwhile)."""
+    ids = list(set(delivery_ids))
+    rows = await session.execute(select(DELIVERIES.c.id).where(DELIVERIES.c.id.in_(ids)))
+    return set(rows.scalars())
+
+
 async def insert_attempts(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     if rows:
         await session.execute(insert(ATTEMPTS), rows)
