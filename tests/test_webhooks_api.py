@@ -211,3 +211,26 @@ async def test_list_pagination(client: httpx.AsyncClient, tenant: Tenant) -> Non
     second = (await client.get(f"/api/client/webhooks?limit=2&cursor={page['nextCursor']}", headers=tenant.sk)).json()
     assert [e["id"] for e in second["results"]] == [ids[0]]
     assert second["nextCursor"] is None
+
+
+async def test_operations_are_in_the_openapi_document(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/api/openapi.json")).json()
+    operations = {
+        op["operationId"]: (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+        if isinstance(op, dict) and "operationId" in op
+    }
+    expected = {
+        "listWebhookEndpoints": ("GET", "/api/client/webhooks"),
+        "createWebhookEndpoint": ("POST", "/api/client/webhooks"),
+        "getWebhookEndpoint": ("GET", "/api/client/webhooks/{endpointId}"),
+        "updateWebhookEndpoint": ("PATCH", "/api/client/webhooks/{endpointId}"),
+        "deleteWebhookEndpoint": ("DELETE", "/api/client/webhooks/{endpointId}"),
+        "rotateWebhookEndpointSecret": ("POST", "/api/client/webhooks/{endpointId}/rotate-secret"),
+        "testWebhookEndpoint": ("POST", "/api/client/webhooks/{endpointId}/test"),
+        "listWebhookDeliveries": ("GET", "/api/client/webhooks/{endpointId}/deliveries"),
+        "replayWebhookDelivery": ("POST", "/api/client/webhooks/{endpointId}/deliveries/{deliveryId}/replay"),
+    }
+    for operation_id, where in expected.items():
+        assert operations.get(operation_id) == where
