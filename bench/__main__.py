@@ -6,7 +6,7 @@ import importlib
 import sys
 
 # Each module exposes ``main() -> None`` and prints its figure, its baseline and the ratio.
-BENCHMARKS = ["bench.smtp", "bench.render_mime"]
+BENCHMARKS = ["bench.smtp", "bench.render_mime", "bench.webhooks"]
 
 
 def main(argv: list[str]) -> None:

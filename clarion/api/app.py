@@ -32,8 +32,9 @@ def client_routers() -> list[APIRouter]:
     from clarion.providers.router import router as captured_router
     from clarion.tags.router import router as tags_router
     from clarion.templates.router import router as templates_router
+    from clarion.webhooks.router import router as webhooks_router
 
-    return [orgs_client, keys_client, tags_router, captured_router, templates_router, locales_router]
+    return [orgs_client, keys_client, tags_router, captured_router, templates_router, locales_router, webhooks_router]
 
 
 def admin_routers() -> list[APIRouter]:

@@ -23,6 +23,7 @@ MODEL_MODULES = [
     "clarion.delivery.models",
     "clarion.locales.models",
     "clarion.templates.models",
+    "clarion.webhooks.models",
 ]
 
 
