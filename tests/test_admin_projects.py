@@ -16,7 +16,8 @@ async def test_create_list_update_project(client: httpx.AsyncClient, tenant: Ten
     assert created.status_code == 200, created.text
     project = created.json()
     assert project["organization_id"] == tenant.organization_id
-    assert project["role"] == "admin" and project["has_provider"] is False
+    # Every new project starts with default capture providers, so it can send at once.
+    assert project["role"] == "admin" and project["has_provider"] is True
     # New-project defaults: email links wrapped, opens tracked, push links not wrapped.
     assert (project["link_wrap_email"], project["track_opens_email"], project["link_wrap_push"]) == (True, True, False)
 
@@ -109,5 +110,5 @@ async def test_organization_me(client: httpx.AsyncClient, tenant: Tenant) -> Non
 async def test_get_me_returns_the_keys_project(client: httpx.AsyncClient, tenant: Tenant) -> None:
     me = (await client.get("/api/client/me", headers=tenant.sk)).json()
     assert me["id"] == tenant.project_id and me["organization_id"] == tenant.organization_id
-    assert me["role"] == "admin" and me["has_provider"] is False
+    assert me["role"] == "admin" and me["has_provider"] is True
     assert me["name"] == "Main" and me["locale"] == "en" and me["timezone"] == "UTC"

@@ -173,3 +173,19 @@ async def test_fifty_concurrent_identical_requests_execute_once(
     assert len(executed) + len(replayed) + len(in_progress) == 50
     assert all(r.json()["value"] == executed[0].json()["value"] for r in replayed)
     assert all(r.json()["code"] == "idempotency_in_progress" and r.headers["retry-after"] for r in in_progress)
+
+
+async def test_stored_responses_are_encrypted_at_rest(client: httpx.AsyncClient, tenant: Tenant, db: Database) -> None:
+    created = await client.post(
+        "/api/client/keys", json={"name": "secretive"}, headers={**tenant.sk, "Idempotency-Key": "k-enc"}
+    )
+    value = created.json()["value"]
+    async with db.session() as session:
+        stored = (
+            await session.execute(select(IdempotencyRecord.body).where(IdempotencyRecord.key == "k-enc"))
+        ).scalar_one()
+    assert stored and value.encode() not in stored and b"secretive" not in stored
+    replay = await client.post(
+        "/api/client/keys", json={"name": "secretive"}, headers={**tenant.sk, "Idempotency-Key": "k-enc"}
+    )
+    assert replay.json()["value"] == value

@@ -21,6 +21,7 @@ from clarion.core.db import Database
 from clarion.core.registry import load_models
 from clarion.core.settings import Settings, get_settings
 from clarion.core.wakeup import Waker
+from clarion.tracking.router import router as tracking_router
 
 
 def client_routers() -> list[APIRouter]:
@@ -28,11 +29,24 @@ def client_routers() -> list[APIRouter]:
     from clarion.campaigns.router import router as campaigns_router
     from clarion.delivery.router import router as delivery_router
     from clarion.keys.router import client as keys_client
+    from clarion.locales.router import router as locales_router
     from clarion.orgs.router import client as orgs_client
     from clarion.providers.router import router as captured_router
     from clarion.tags.router import router as tags_router
+    from clarion.templates.router import router as templates_router
+    from clarion.webhooks.router import router as webhooks_router
 
-    return [orgs_client, keys_client, tags_router, captured_router, campaigns_router, delivery_router]
+    return [
+        orgs_client,
+        keys_client,
+        tags_router,
+        captured_router,
+        templates_router,
+        locales_router,
+        webhooks_router,
+        campaigns_router,
+        delivery_router,
+    ]
 
 
 def admin_routers() -> list[APIRouter]:
@@ -96,6 +110,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     for router in admin_routers():
         admin.include_router(router)
     app.include_router(health_router)
+    app.include_router(tracking_router, responses=error_responses())
     app.include_router(client)
     app.include_router(admin)
 

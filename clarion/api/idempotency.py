@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from clarion.api.auth import principal_for_request
 from clarion.api.errors import ErrorCode, problem_response
 from clarion.core.clock import utcnow
+from clarion.core.crypto import decrypt_bytes, encrypt_bytes
 from clarion.core.db import Database
 from clarion.core.queue_models import IdempotencyRecord
 from clarion.core.settings import Settings
@@ -41,8 +42,12 @@ class Claim:
 
 
 class IdempotencyStore:
+    """Stored responses are encrypted at rest: a replayed create returns the key or secret it
+    showed once, so the cache must protect it like the secret stores do."""
+
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
+        self.secret_key = settings.resolved_secret_key()
         self.ttl = timedelta(seconds=settings.idempotency_ttl_seconds)
         self.lock = timedelta(seconds=settings.idempotency_lock_seconds)
 
@@ -112,7 +117,13 @@ class IdempotencyStore:
             await session.execute(
                 update(IdempotencyRecord)
                 .where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
-                .values(state="completed", status_code=status, content_type=content_type, body=body, request_id=rid)
+                .values(
+                    state="completed",
+                    status_code=status,
+                    content_type=content_type,
+                    body=encrypt_bytes(self.secret_key, body),
+                    request_id=rid,
+                )
             )
 
     async def release(self, scope: str, key: str) -> None:
@@ -124,6 +135,9 @@ class IdempotencyStore:
                     IdempotencyRecord.state == "in_progress",
                 )
             )
+
+    def open_body(self, record: IdempotencyRecord) -> bytes:
+        return decrypt_bytes(self.secret_key, record.body) if record.body else b""
 
     async def purge_expired(self) -> int:
         async with self.db.transaction() as session:
@@ -195,19 +209,18 @@ class IdempotencyMiddleware:
             await response(scope, receive, send)
             return
         if claim.outcome == "replay" and claim.record is not None:
-            await self._replay(claim.record, send)
+            await self._replay(claim.record, self.store.open_body(claim.record), send)
             return
 
         await self._execute(scope, body, send, record_scope, key, rid)
 
-    async def _replay(self, record: IdempotencyRecord, send: Send) -> None:
+    async def _replay(self, record: IdempotencyRecord, body: bytes, send: Send) -> None:
         headers = [
             (b"content-type", (record.content_type or "application/json").encode()),
             (b"idempotent-replayed", b"true"),
         ]
         if record.request_id:
             headers.append((b"x-request-id", record.request_id.encode()))
-        body = record.body or b""
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": record.status_code or 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -79,7 +79,7 @@ def install_openapi(app: FastAPI) -> None:
                     if status in ("429", "409"):
                         response["headers"]["Retry-After"] = {"schema": {"type": "string"}, "required": False}
                     content = response.get("content", {})
-                    if str(status)[0] in "45" and "application/json" in content:
+                    if str(status)[0] in "45" and any("ErrorResponse" in str(v) for v in content.values()):
                         response["content"] = _PROBLEM
         app.openapi_schema = schema
         return schema

@@ -8,9 +8,23 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from clarion.core.settings import Settings
+
+__all__ = [
+    "InvalidToken",
+    "decrypt_bytes",
+    "decrypt_json",
+    "decrypt_text",
+    "derive_key",
+    "encrypt_bytes",
+    "encrypt_json",
+    "encrypt_text",
+    "fernet_for",
+]
 
 
 @lru_cache(maxsize=32)
@@ -40,3 +54,17 @@ def encrypt_json(secret_key: str, value: Any) -> bytes:
 
 def decrypt_json(secret_key: str, token: bytes) -> Any:
     return orjson.loads(decrypt_bytes(secret_key, token))
+
+
+def fernet_for(settings: Settings) -> Fernet:
+    """The deployment's Fernet for secrets at rest (one key, from ``CLARION_SECRET_KEY``)."""
+    return _fernet(settings.resolved_secret_key())
+
+
+def encrypt_text(settings: Settings, plaintext: str) -> str:
+    return fernet_for(settings).encrypt(plaintext.encode()).decode()
+
+
+def decrypt_text(settings: Settings, token: str) -> str:
+    """Raises :class:`InvalidToken` when the value was encrypted under another secret key."""
+    return fernet_for(settings).decrypt(token.encode()).decode()

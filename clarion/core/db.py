@@ -84,6 +84,7 @@ class Database:
     """Owns the engine and hands out sessions: ``write()`` for changes, ``read()`` for queries."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         url = settings.resolved_database_url
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"

@@ -21,6 +21,9 @@ MODEL_MODULES = [
     "clarion.providers.capture",
     "clarion.campaigns.models",
     "clarion.delivery.models",
+    "clarion.locales.models",
+    "clarion.templates.models",
+    "clarion.webhooks.models",
 ]
 
 

@@ -24,7 +24,27 @@ class Settings(BaseSettings):
     redis_namespace: str = Field(default="clarion", description="Prefix of every Redis key Clarion writes.")
     base_url: str = Field(default="http://127.0.0.1:8080", description="Public URL for links and tracking.")
     secret_key: str = Field(default="", description="Signs tokens and encrypts secrets at rest.")
-    webhook_allow_private: bool = Field(default=False, description="Allow webhook targets on private hosts.")
+    webhook_allow_private: bool = Field(
+        default=False, description="Allow webhook targets on private/loopback hosts and plain http."
+    )
+
+    # Outbound webhooks (clarion.webhooks); see docs/webhooks.md.
+    webhook_secret_grace_seconds: int = Field(
+        default=24 * 3600, description="After a secret rotation, how long deliveries are also signed with the old one."
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, description="Per-delivery HTTP timeout.")
+    webhook_retry_base_seconds: float = Field(default=5.0, description="Exponential backoff multiplier.")
+    webhook_retry_cap_seconds: float = Field(default=6 * 3600, description="Longest wait between two attempts.")
+    webhook_retry_window_seconds: int = Field(default=72 * 3600, description="How long a delivery is retried.")
+    webhook_disable_after_seconds: int = Field(
+        default=24 * 3600, description="An endpoint failing continuously this long becomes `disabled`."
+    )
+    webhook_batch_size: int = Field(default=500, description="Deliveries claimed per worker batch.")
+    webhook_concurrency: int = Field(default=100, description="Concurrent requests per worker.")
+    webhook_lease_seconds: int = Field(default=120, description="How long a claimed batch is owned by one worker.")
+    webhook_log_retention_days: int = Field(
+        default=30, description="Finished deliveries, their attempt logs and events are purged after this."
+    )
 
     # Rate limits, in the `limits` library's notation ("N per period" or "N/period").
     rate_limit_client_ip: str = "8000/minute"

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.campaigns.models import Campaign
 from clarion.core.ids import prefixed_ulid
 from clarion.delivery.models import MessageEvent
 
@@ -23,6 +25,7 @@ MESSAGE_EVENT_TYPES = (
     "unsubscribed",
     "skipped",
 )
+_UNIQUE_COUNTERS = {"opened": "opens", "clicked": "clicks"}
 
 
 async def record_message_event(
@@ -34,7 +37,18 @@ async def record_message_event(
     type: str,
     data: dict[str, Any] | None = None,
 ) -> str:
-    """Append one event to a message's history in the caller's transaction; returns its ``evt_`` id."""
+    """Append one event to a message's history in the caller's transaction; returns its ``evt_`` id.
+
+    The first ``opened`` / ``clicked`` event of a message also bumps the campaign's ``opens`` /
+    ``clicks`` counter (unique per message), in the same transaction.
+    """
+    counter = _UNIQUE_COUNTERS.get(type)
+    first = False
+    if counter is not None:
+        seen = await session.execute(
+            select(MessageEvent.id).where(MessageEvent.message_id == message_id, MessageEvent.type == type).limit(1)
+        )
+        first = seen.first() is None
     public_id = prefixed_ulid("evt")
     session.add(
         MessageEvent(
@@ -46,5 +60,12 @@ async def record_message_event(
             data=data,
         )
     )
+    if counter is not None and first:
+        column = getattr(Campaign, counter)
+        await session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id, Campaign.project_id == project_id)
+            .values({counter: column + 1})
+        )
     await session.flush()
     return public_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Integer, LargeBinary, String
+from sqlalchemy import Boolean, Index, Integer, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clarion.core.db import Base, UTCDateTime
@@ -17,6 +17,17 @@ RATE_INTERVALS = ("second", "minute", "hour", "day")
 
 class Provider(ProjectOwned, IntPK, Timestamps, Base):
     __tablename__ = "providers"
+    # At most one default provider per (project, group), enforced by the database too.
+    __table_args__ = (
+        Index(
+            "ux_providers_default_per_group",
+            "project_id",
+            "group",
+            unique=True,
+            sqlite_where=text("is_default"),
+            postgresql_where=text("is_default"),
+        ),
+    )
 
     type: Mapped[str] = mapped_column(String(30), nullable=False)
     name: Mapped[str] = mapped_column(String(200), nullable=False)

@@ -1,0 +1,20 @@
+"""`python -m bench [name ...]`: run the registered benchmarks (all of them by default)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# Each module exposes ``main() -> None`` and prints its figure, its baseline and the ratio.
+BENCHMARKS = ["bench.smtp", "bench.render_mime", "bench.webhooks"]
+
+
+def main(argv: list[str]) -> None:
+    for name in argv or BENCHMARKS:
+        module = importlib.import_module(name if name.startswith("bench.") else f"bench.{name}")
+        print(f"== {module.__name__}", flush=True)
+        module.main()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
