@@ -4,15 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Body, Path
 from sqlalchemy import func, select
 
 from clarion.api.context import ProjectContext, project_ctx
 from clarion.api.errors import not_found
+from clarion.campaigns.service import get_campaign
 from clarion.delivery.models import Message, MessageEvent, Trigger
 from clarion.delivery.schemas import MessageEventOut, MessageTimeline, TriggerProgress
+from clarion.delivery.trigger import create_trigger
+from clarion.delivery.trigger_schemas import CampaignTrigger, TriggerResponse
 
 router = APIRouter(tags=["delivery"])
+MESSAGES_TOPIC = "messages"
+
+
+@router.post("/campaigns/{campaignId}/trigger", response_model=TriggerResponse, operation_id="triggerCampaign")
+async def trigger_campaign(
+    body: CampaignTrigger | None = Body(default=None),
+    campaign_id: int = Path(alias="campaignId", ge=1, le=2**63 - 1),
+    ctx: ProjectContext = project_ctx("editor"),
+) -> Any:
+    """Fire the campaign: at its own audience (empty body or only `event`), at per-call `users`,
+    or at one `user` (§E1). Returns the trigger id and, for per-call/one-user, the message ids."""
+    key = ctx.request.headers.get("idempotency-key")
+    async with ctx.write() as session:
+        campaign = await get_campaign(session, campaign_id)
+        response = await create_trigger(session, campaign, body or CampaignTrigger(), idempotency_key=key)
+    await ctx.request.app.state.waker.notify(MESSAGES_TOPIC)
+    await ctx.request.app.state.waker.notify("jobs")
+    return response
 
 
 @router.get(

@@ -1,0 +1,163 @@
+"""Audience triggers: the campaign's lists (minus exclusions) become message rows, in SQL, in
+chunks of users ordered by id — never by loading users into Python.
+
+Each chunk is one transaction: ``INSERT INTO messages … SELECT`` (eligible users ``queued``, the
+rest ``skipped`` with the reason from `clarion.subscriptions.eligibility`), the matching
+``INSERT INTO message_events … SELECT``, and the counters. ``ON CONFLICT DO NOTHING`` on
+(campaign, trigger, user) makes a re-run after a crash harmless.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Table, and_, case, func, insert, literal, null, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.campaigns.models import Campaign
+from clarion.core.clock import utcnow
+from clarion.core.sql import insert_for
+from clarion.delivery.ids_sql import prefixed_id_sql
+from clarion.delivery.models import Message, MessageEvent, Trigger
+from clarion.lists.queries import audience_user_ids
+from clarion.subscriptions.eligibility import ineligibility_reason
+from clarion.users.models import User
+from clarion.worker.jobs import JobContext, enqueue_job, job_handler
+
+MATERIALISE_JOB = "trigger.materialise"
+CHUNK_SIZE = 5000
+USERS: Table = User.__table__  # type: ignore[assignment]
+MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+EVENTS: Table = MessageEvent.__table__  # type: ignore[assignment]
+
+
+async def enqueue_materialisation(session: AsyncSession, trigger: Trigger) -> None:
+    await enqueue_job(session, MATERIALISE_JOB, {"trigger_id": trigger.id}, project_id=trigger.project_id)
+
+
+async def materialise_chunk(
+    session: AsyncSession, campaign: Campaign, trigger: Trigger, after_user_id: int
+) -> int | None:
+    """Create the messages of the next chunk of users after ``after_user_id``; return the last
+    user id of the chunk, or ``None`` when the audience is exhausted."""
+    now = utcnow()
+    ids = audience_user_ids(campaign.project_id, campaign.list_ids or [], campaign.exclusion_list_ids or []).order_by(
+        None
+    )
+    member_ids = ids.subquery("members")
+    chunk = (
+        select(member_ids.c.user_id)
+        .where(member_ids.c.user_id > after_user_id)
+        .order_by(member_ids.c.user_id)
+        .limit(CHUNK_SIZE)
+        .subquery("chunk")
+    )
+    bounds = (await session.execute(select(func.max(chunk.c.user_id), func.count()).select_from(chunk))).one()
+    last, size = bounds
+    if not size:
+        return None
+    reason = ineligibility_reason(USERS, channel=campaign.channel, subscription_id=campaign.subscription_id)
+    rows = (
+        select(
+            prefixed_id_sql("msg", literal(trigger.id), USERS.c.id),
+            literal(campaign.project_id),
+            literal(campaign.id),
+            literal(trigger.id),
+            USERS.c.id,
+            literal(campaign.channel),
+            case((reason.is_(None), literal("queued")), else_=literal("skipped")),
+            reason,
+            literal(now, type_=MESSAGES.c.due_at.type),
+            literal(0),
+            literal(now, type_=MESSAGES.c.created_at.type),
+            literal(now, type_=MESSAGES.c.updated_at.type),
+        )
+        .select_from(USERS)
+        .where(
+            USERS.c.project_id == campaign.project_id,
+            USERS.c.id > after_user_id,
+            USERS.c.id <= last,
+            USERS.c.id.in_(select(chunk.c.user_id)),
+        )
+    )
+    columns = [
+        "public_id",
+        "project_id",
+        "campaign_id",
+        "trigger_id",
+        "user_id",
+        "channel",
+        "state",
+        "skip_reason",
+        "due_at",
+        "attempts",
+        "created_at",
+        "updated_at",
+    ]
+    await session.execute(
+        insert_for(session, MESSAGES)
+        .from_select(columns, rows)
+        .on_conflict_do_nothing(index_elements=["campaign_id", "trigger_id", "user_id"])
+    )
+    in_chunk = and_(MESSAGES.c.trigger_id == trigger.id, MESSAGES.c.user_id > after_user_id, MESSAGES.c.user_id <= last)
+    await session.execute(
+        insert(EVENTS).from_select(
+            ["public_id", "project_id", "message_id", "campaign_id", "type", "data", "created_at"],
+            select(
+                prefixed_id_sql("evt", literal(0), MESSAGES.c.id),
+                MESSAGES.c.project_id,
+                MESSAGES.c.id,
+                MESSAGES.c.campaign_id,
+                MESSAGES.c.state,
+                null(),
+                literal(now, type_=EVENTS.c.created_at.type),
+            ).where(in_chunk),
+        )
+    )
+    counts = dict(
+        (await session.execute(select(MESSAGES.c.state, func.count()).where(in_chunk).group_by(MESSAGES.c.state))).all()
+    )
+    total = sum(int(v) for v in counts.values())
+    skipped = int(counts.get("skipped", 0))
+    await session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign.id)
+        .values(total=Campaign.total + total, skipped=Campaign.skipped + skipped)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(Trigger)
+        .where(Trigger.id == trigger.id)
+        .values(recipients=func.coalesce(Trigger.recipients, 0) + total, skipped=Trigger.skipped + skipped)
+        .execution_options(synchronize_session=False)
+    )
+    return int(last)
+
+
+@job_handler(MATERIALISE_JOB)
+async def materialise_trigger(ctx: JobContext, payload: dict[str, Any]) -> None:
+    """Run the chunks; each commits on its own so sending starts while the rest materialises.
+    A crash resumes from the last committed chunk (the job is retried; inserts are idempotent)."""
+    trigger_id = int(payload["trigger_id"])
+    after = int(payload.get("after_user_id", 0))
+    project_id = ctx.project_id
+    assert project_id is not None
+    while True:
+        async with ctx.db.transaction(project_id=project_id) as session:
+            trigger = (await session.execute(select(Trigger).where(Trigger.id == trigger_id))).scalar_one_or_none()
+            if trigger is None:
+                return
+            campaign = (await session.execute(select(Campaign).where(Campaign.id == trigger.campaign_id))).scalar_one()
+            if campaign.state in ("aborting", "aborted") or campaign.archived_at is not None:
+                trigger.state = "aborted"
+                return
+            if after == 0 and trigger.state == "pending":
+                trigger.state = "materialising"
+            last = await materialise_chunk(session, campaign, trigger, after)
+            if last is None:
+                trigger.state = "ready"
+                trigger.materialised_at = utcnow()
+                if trigger.recipients is None:
+                    trigger.recipients = 0
+                return
+            after = last

@@ -1,0 +1,177 @@
+"""The mission's centre, end to end: a campaign authored in advance is fired at per-call
+recipients, one user, or its own audience; the messages render, leave through the capture
+provider, and every step is visible through the API."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from email import message_from_string, policy
+from typing import Any
+
+import httpx
+import pytest_asyncio
+
+from clarion.core.db import Database
+from clarion.delivery.sender import MessageSource
+from clarion.worker.jobs import JobSource
+from tests.conftest import Tenant, assert_problem
+
+
+@dataclass
+class Ready:
+    campaign_id: int
+    provider_id: int
+    subscription_id: int
+
+
+async def _default_email_subscription(client: httpx.AsyncClient, tenant: Tenant) -> int:
+    subs = (await client.get("/api/client/subscriptions?limit=100", headers=tenant.sk)).json()["results"]
+    return next(s["id"] for s in subs if s["channel"] == "email")
+
+
+async def make_campaign(client: httpx.AsyncClient, tenant: Tenant, *, type_: str = "trigger", **extra: Any) -> Ready:
+    provider = await client.post(
+        "/api/client/providers",
+        json={"type": "capture", "group": "email", "name": "Capture", "is_default": True},
+        headers=tenant.sk,
+    )
+    assert provider.status_code == 200, provider.text
+    provider_id = provider.json()["id"]
+    subscription_id = await _default_email_subscription(client, tenant)
+    campaign = await client.post(
+        "/api/client/campaigns",
+        json={"type": type_, "name": "Launch", "subscription_id": subscription_id, "provider_id": provider_id, **extra},
+        headers=tenant.sk,
+    )
+    assert campaign.status_code == 200, campaign.text
+    campaign_id = campaign.json()["id"]
+    template = await client.post(
+        "/api/client/templates",
+        json={
+            "type": "email",
+            "campaign_id": campaign_id,
+            "locale": "en",
+            "data": {
+                "from": {"name": "Clarion", "address": "hello@example.com"},
+                "subject": "Hi {{ user.first_name }} — {{ event.product }}{{ user.nothing_here }}",
+                "html": "<p>Hello {{ user.first_name }}, tier {{ user.data.tier }}</p><a href=\"https://example.com/x\">x</a>",
+                "editor": "code",
+            },
+        },
+        headers=tenant.sk,
+    )
+    assert template.status_code == 200, template.text
+    return Ready(campaign_id, provider_id, subscription_id)
+
+
+@pytest_asyncio.fixture
+async def ready(client: httpx.AsyncClient, tenant: Tenant) -> Ready:
+    r = await make_campaign(client, tenant)
+    scheduled = await client.patch(f"/api/client/campaigns/{r.campaign_id}", json={"state": "scheduled"}, headers=tenant.sk)
+    assert scheduled.status_code == 200, scheduled.text
+    return r
+
+
+async def drain(db: Database) -> None:
+    jobs, messages = JobSource(db), MessageSource(db)
+    for _ in range(50):
+        if not (await jobs.run_once() + await messages.run_once()):
+            return
+
+
+async def test_draft_campaign_cannot_be_triggered(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    r = await make_campaign(client, tenant)
+    body = assert_problem(
+        await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", json={"user": {"external_id": "u1"}, "event": {}}, headers=tenant.sk),
+        409,
+        "state_conflict",
+    )
+    assert "scheduled" in body["message"]
+
+
+async def test_per_call_recipients_render_and_leave(client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database) -> None:
+    # u3 has no email (skipped: no_address); u4 unsubscribed; u1 twice → one message.
+    await client.post("/api/client/users/batch", json=[{"external_id": "u4", "email": "u4@example.com"}], headers=tenant.sk)
+    await client.patch(
+        "/api/client/users/u4/subscriptions", json=[{"subscription_id": ready.subscription_id, "state": 0}], headers=tenant.sk
+    )
+    body = {
+        "users": [
+            {"external_id": "u1", "email": "u1@example.com", "first_name": "Ada", "tier": "gold"},
+            {"external_id": "u1", "first_name": "Ada"},
+            {"email": "walkin@example.com", "first_name": "Walk"},
+            {"external_id": "u3", "first_name": "NoMail"},
+            {"external_id": "u4"},
+        ],
+        "event": {"product": "Rocket"},
+    }
+    r = await client.post(f"/api/client/campaigns/{ready.campaign_id}/trigger", json=body, headers=tenant.sk)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["success"] is True and out["trigger_id"].startswith("trg_") and out["campaign_id"] == ready.campaign_id
+    states = {m["external_id"]: (m["state"], m["skip_reason"]) for m in out["messages"]}
+    assert states["u1"] == ("queued", None)
+    assert states["u3"] == ("skipped", "no_address")
+    assert states["u4"] == ("skipped", "unsubscribed")
+    assert len(out["messages"]) == 4 and out["recipients"] == 4
+    await drain(db)
+    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    assert sorted(c["to"] for c in captured) == ["u1@example.com", "walkin@example.com"]
+    ada = next(c for c in captured if c["to"] == "u1@example.com")
+    mime = message_from_string(ada["mime"], policy=policy.default)
+    assert mime["Subject"] == "Hi Ada — Rocket"  # per-call attribute + event; unknown variable blank
+    html = next(p for p in mime.walk() if p.get_content_type() == "text/html").get_content()
+    assert "tier gold" in html and "List-Unsubscribe" in str(mime.keys()) or mime["List-Unsubscribe"]
+    u1_message = next(m["message_id"] for m in out["messages"] if m["external_id"] == "u1")
+    timeline = (await client.get(f"/api/client/messages/{u1_message}", headers=tenant.sk)).json()
+    assert [e["type"] for e in timeline["events"]] == ["queued", "sent", "delivered"]
+    progress = (await client.get(f"/api/client/campaigns/{ready.campaign_id}/triggers/{out['trigger_id']}", headers=tenant.sk)).json()
+    assert progress["messages"] == {"delivered": 2, "skipped": 2}
+    campaign = (await client.get(f"/api/client/campaigns/{ready.campaign_id}", headers=tenant.sk)).json()
+    assert campaign["delivery"]["sent"] == 2 and campaign["delivery"]["skipped"] == 2 and campaign["delivery"]["total"] == 4
+
+
+async def test_one_user_shape_and_body_errors(client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database) -> None:
+    url = f"/api/client/campaigns/{ready.campaign_id}/trigger"
+    one = await client.post(url, json={"user": {"external_id": "solo", "email": "solo@example.com"}, "event": {"product": "X"}}, headers=tenant.sk)
+    assert one.status_code == 200, one.text
+    assert [m["external_id"] for m in one.json()["messages"]] == ["solo"]
+    assert_problem(await client.post(url, json={"user": {"external_id": "a"}, "users": [{"external_id": "b"}]}, headers=tenant.sk), 422, "validation_failed")
+    body = assert_problem(await client.post(url, json={"users": [{"external_id": "a"}, {"first_name": "nobody"}]}, headers=tenant.sk), 422, "validation_failed")
+    assert body["param"] == "users.1"
+    assert_problem(await client.post(url, json={"users": [{"external_id": f"x{i}"} for i in range(1001)]}, headers=tenant.sk), 422, "validation_failed")
+    assert_problem(await client.post(url, json={"users": []}, headers=tenant.sk), 422, "validation_failed")
+    assert_problem(await client.post(url, json={"user": {"email": "no-external@example.com"}}, headers=tenant.sk), 422, "validation_failed")
+
+
+async def test_same_idempotency_key_never_sends_twice(client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database) -> None:
+    url = f"/api/client/campaigns/{ready.campaign_id}/trigger"
+    body = {"users": [{"external_id": f"i{i}", "email": f"i{i}@example.com"} for i in range(5)]}
+    headers = {**tenant.sk, "Idempotency-Key": "launch-1"}
+    responses = await asyncio.gather(*(client.post(url, json=body, headers=headers) for _ in range(50)))
+    done = [r for r in responses if r.status_code == 200]
+    assert done and all(r.json()["trigger_id"] == done[0].json()["trigger_id"] for r in done)
+    assert all(r.status_code in (200, 409) for r in responses)
+    await drain(db)
+    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    assert sorted(c["to"] for c in captured) == sorted(f"i{i}@example.com" for i in range(5))
+
+
+async def test_audience_trigger_materialises_lists_minus_exclusions(client: httpx.AsyncClient, tenant: Tenant, db: Database) -> None:
+    users = [{"external_id": f"a{i}", "email": f"a{i}@example.com"} for i in range(30)]
+    await client.post("/api/client/users/batch", json=users, headers=tenant.sk)
+    main = (await client.post("/api/client/lists", json={"name": "All", "type": "static"}, headers=tenant.sk)).json()
+    vip = (await client.post("/api/client/lists", json={"name": "Excluded", "type": "static"}, headers=tenant.sk)).json()
+    await client.post(f"/api/client/lists/{main['id']}/users", json={"external_ids": [u["external_id"] for u in users]}, headers=tenant.sk)
+    await client.post(f"/api/client/lists/{vip['id']}/users", json={"external_ids": ["a0", "a1"]}, headers=tenant.sk)
+    r = await make_campaign(client, tenant, type_="blast", list_ids=[main["id"]], exclusion_list_ids=[vip["id"]])
+    assert (await client.patch(f"/api/client/campaigns/{r.campaign_id}", json={"state": "scheduled"}, headers=tenant.sk)).status_code == 200
+    fired = await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", json={"event": {"product": "Blast"}}, headers=tenant.sk)
+    assert fired.status_code == 200, fired.text
+    assert fired.json()["messages"] is None
+    await drain(db)
+    progress = (await client.get(f"/api/client/campaigns/{r.campaign_id}/triggers/{fired.json()['trigger_id']}", headers=tenant.sk)).json()
+    assert progress["state"] == "ready" and progress["recipients"] == 28 and progress["messages"] == {"delivered": 28}
+    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    assert len(captured) == 28 and "a0@example.com" not in {c["to"] for c in captured}
