@@ -87,7 +87,9 @@ async def test_bad_items_do_not_poison_the_batch(client: httpx.AsyncClient, tena
 
 
 async def test_batch_body_errors(client: httpx.AsyncClient, tenant: Tenant) -> None:
-    assert_problem(await client.post(f"{U}/batch", json={"external_id": "a"}, headers=tenant.sk), 422, "validation_failed")
+    assert_problem(
+        await client.post(f"{U}/batch", json={"external_id": "a"}, headers=tenant.sk), 422, "validation_failed"
+    )
     too_many = [{"external_id": f"e{i}"} for i in range(101)]
     assert_problem(await client.post(f"{U}/batch", json=too_many, headers=tenant.sk), 422, "validation_failed")
     assert_problem(await client.post(f"{U}/batch", json=[], headers=tenant.pk), 401, "authentication_required")
@@ -105,9 +107,7 @@ async def test_data_deep_merge_and_null_removes(client: httpx.AsyncClient, tenan
 
 
 async def test_repeats_within_a_batch_accumulate(client: httpx.AsyncClient, tenant: Tenant) -> None:
-    body = await batch(
-        client, tenant, [{"external_id": "r", "data": {"a": 1}}, {"external_id": "r", "data": {"b": 2}}]
-    )
+    body = await batch(client, tenant, [{"external_id": "r", "data": {"a": 1}}, {"external_id": "r", "data": {"b": 2}}])
     assert body["results"][1]["user"]["data"] == {"a": 1, "b": 2}
     assert body["results"][0]["user"]["id"] == body["results"][1]["user"]["id"]
 
@@ -157,7 +157,9 @@ async def test_patch_users_is_processed_by_the_worker(client: httpx.AsyncClient,
         pass
     r = await client.get(f"{U}/async1", headers=tenant.sk)
     assert r.status_code == 200 and r.json()["data"] == {"x": 1}
-    r = await client.patch(U, json=[{"external_id": "async2"}, {"external_id": "b", "email": "nope"}], headers=tenant.sk)
+    r = await client.patch(
+        U, json=[{"external_id": "async2"}, {"external_id": "b", "email": "nope"}], headers=tenant.sk
+    )
     assert r.status_code == 200
     body = r.json()
     assert body["succeeded"] == 1 and body["failed"] == 1
@@ -219,7 +221,8 @@ async def test_linking_via_events_with_both_ids(client: httpx.AsyncClient, tenan
     await client.post("/api/client/events", json=[{"name": "a", "anonymous_id": "dev-9"}], headers=tenant.pk)
     await batch(client, tenant, [{"external_id": "member-9"}])
     r = await client.post(
-        "/api/client/events", json=[{"name": "login", "anonymous_id": "dev-9", "external_id": "member-9"}],
+        "/api/client/events",
+        json=[{"name": "login", "anonymous_id": "dev-9", "external_id": "member-9"}],
         headers=tenant.pk,
     )
     assert r.status_code == 204

@@ -41,7 +41,10 @@ def _limit(limit: int | None) -> int:
     "/events",
     status_code=204,
     response_model=None,
-    responses={204: {"description": "All events accepted."}, 200: {"model": ItemResults, "description": "Some items invalid (§E5)."}},
+    responses={
+        204: {"description": "All events accepted."},
+        200: {"model": ItemResults, "description": "Some items invalid (§E5)."},
+    },
     operation_id="trackEvents",
     openapi_extra=EVENT_ITEMS_BODY,
 )

@@ -55,7 +55,14 @@ class HeaderInvalid(ValueError):
 
 
 def _rows(stream: BinaryIO) -> Iterator[tuple[int, dict[str, Any]]]:
-    reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8-sig", newline=""))
+    text_stream = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    try:
+        yield from _records(csv.reader(text_stream))
+    finally:
+        text_stream.detach()  # the caller owns (and keeps reading the position of) the binary file
+
+
+def _records(reader: Any) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         header = next(reader)
     except StopIteration:

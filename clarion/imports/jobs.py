@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from sqlalchemy import update
 
 from clarion.core.clock import utcnow
 from clarion.core.db import Database
-from clarion.imports.csv_users import HeaderInvalid, ImportProgress, import_users_csv
+from clarion.imports.csv_users import HeaderInvalid, ImportProgress, ProgressCallback, import_users_csv
 from clarion.imports.models import UserImport
 from clarion.worker.jobs import JobContext, job_handler
 
@@ -33,24 +34,34 @@ def _progress_values(state: ImportProgress) -> dict[str, Any]:
     }
 
 
-async def run_import(db: Database, project_id: int, import_id: int, path: Path, list_id: int | None) -> ImportProgress:
+async def run_import(
+    db: Database,
+    project_id: int,
+    import_id: int,
+    path: Path,
+    list_id: int | None,
+    *,
+    on_progress: ProgressCallback | None = None,
+) -> tuple[ImportProgress, str | None]:
+    """Run one import, recording progress on its row; returns the outcome and a file-level error."""
     await _save(db, project_id, import_id, state="running")
 
     async def progress(state: ImportProgress) -> None:
         await _save(db, project_id, import_id, **_progress_values(state))
+        if on_progress is not None:
+            await on_progress(state)
 
     try:
         result = await import_users_csv(db, project_id, path, list_id=list_id, progress=progress)
-    except HeaderInvalid as exc:
-        await _save(db, project_id, import_id, state="failed", last_error=str(exc), finished_at=utcnow())
-        return ImportProgress()
-    except UnicodeDecodeError:
-        await _save(
-            db, project_id, import_id, state="failed", last_error="The file is not UTF-8 text.", finished_at=utcnow()
-        )
-        return ImportProgress()
+    except (HeaderInvalid, UnicodeDecodeError, csv.Error) as exc:
+        message = "The file is not UTF-8 text." if isinstance(exc, UnicodeDecodeError) else str(exc)
+        await _save(db, project_id, import_id, state="failed", last_error=message, finished_at=utcnow())
+        return ImportProgress(), message
+    except Exception as exc:
+        await _save(db, project_id, import_id, state="failed", last_error=str(exc)[:2000], finished_at=utcnow())
+        raise
     await _save(db, project_id, import_id, state="finished", finished_at=utcnow(), **_progress_values(result))
-    return result
+    return result, None
 
 
 @job_handler(IMPORT_JOB)

@@ -93,7 +93,10 @@ async def batch_upsert_users(body: Any = Body(...), ctx: ProjectContext = projec
     "/users",
     status_code=204,
     response_model=None,
-    responses={204: {"description": "All items valid; queued."}, 200: {"model": ItemResults, "description": "Some items invalid (§E5)."}},
+    responses={
+        204: {"description": "All items valid; queued."},
+        200: {"model": ItemResults, "description": "Some items invalid (§E5)."},
+    },
     operation_id="upsertUsers",
     openapi_extra=USER_ITEMS_BODY,
 )
