@@ -72,12 +72,12 @@ async def record_paths(session: AsyncSession, project_id: int, paths: dict[tuple
     stmt = insert_for(session, PATHS).on_conflict_do_nothing(
         index_elements=["project_id", "kind", "event_name", "path"]
     )
-    await session.execute(stmt, rows)
+    await (await session.connection()).execute(stmt, rows)
     _remember((project_id, *key) for key in fresh)
 
 
 async def classified_user_paths(session: AsyncSession, project_id: int) -> list[str]:
-    rows = await session.execute(
+    rows = await (await session.connection()).execute(
         select(PATHS.c.path).where(
             PATHS.c.project_id == project_id, PATHS.c.kind == "user", PATHS.c.visibility == "classified"
         )

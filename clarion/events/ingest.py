@@ -95,7 +95,7 @@ async def track_events(
         ids[index] = uid
         rows.append({**row, "uid": uid, "project_id": project_id, "user_id": user["id"], "campaign_id": None})
         collect_paths("event", row["name"], row["data"], paths)
-    await session.execute(EVENTS.insert(), rows)
+    await (await session.connection()).execute(EVENTS.insert(), rows)  # Core: rows carry project_id
     if paths:
         await record_paths(session, project_id, paths)
     return ids, errors

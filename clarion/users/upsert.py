@@ -162,7 +162,8 @@ async def _select(
     stmt = select(USERS).where(USERS.c.project_id == project_id, or_(*conditions)).order_by(USERS.c.id)
     if lock and dialect_name(session) == "postgresql":
         stmt = stmt.with_for_update()
-    return [dict(r._mapping) for r in await session.execute(stmt)]
+    connection = await session.connection()  # Core path: project_id is filtered explicitly above
+    return [dict(r._mapping) for r in await connection.execute(stmt)]
 
 
 async def _execute(session: AsyncSession, project_id: int, plan: _Plan) -> None:
@@ -180,7 +181,7 @@ async def _execute(session: AsyncSession, project_id: int, plan: _Plan) -> None:
         for record in dirty:
             record["updated_at"] = now
             params.append({"_id": record["id"], **{f"_{n}": record.get(n) for n in (*_MUTABLE, "updated_at")}})
-        await session.execute(stmt, params)
+        await (await session.connection()).execute(stmt, params)
 
     if plan.new:
         values: list[dict[str, Any]] = []
@@ -202,7 +203,9 @@ async def _execute(session: AsyncSession, project_id: int, plan: _Plan) -> None:
                     "updated_at": now,
                 }
             )
-        result = await session.execute(USERS.insert().returning(USERS.c.id, sort_by_parameter_order=True), values)
+        result = await (await session.connection()).execute(
+            USERS.insert().returning(USERS.c.id, sort_by_parameter_order=True), values
+        )
         for pos, row, inserted in zip(plan.new, result, values, strict=True):
             plan.records[pos].update(inserted)
             plan.records[pos]["id"] = row[0]
