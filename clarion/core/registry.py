@@ -33,7 +33,11 @@ def load_models() -> None:
 
 
 # Modules that register background-job handlers with @job_handler.
-JOB_MODULES: list[str] = []
+JOB_MODULES: list[str] = [
+    "clarion.users.jobs",
+    "clarion.dataschema.rebuild",
+    "clarion.imports.jobs",
+]
 
 
 def load_job_handlers() -> None:
