@@ -17,6 +17,7 @@ MODEL_MODULES = [
     "clarion.subscriptions.models",
     "clarion.dataschema.models",
     "clarion.imports.models",
+    "clarion.lists.models",
 ]
 
 
@@ -26,7 +27,7 @@ def load_models() -> None:
 
 
 # Modules that register background-job handlers with @job_handler.
-JOB_MODULES: list[str] = []
+JOB_MODULES: list[str] = ["clarion.lists.jobs"]
 
 
 def load_job_handlers() -> None:
