@@ -51,7 +51,7 @@ async def add_events(db: Database, project_id: int, events: list[dict[str, Any]]
 async def sql_matches(db: Database, project_id: int, rule: dict[str, Any], now: datetime) -> set[str]:
     root = validate_rule(rule).root
     condition, binds = compile_condition(root, db.dialect, now)
-    sql = f"SELECT u.external_id FROM users AS u WHERE u.project_id = :project_id AND ({condition})"  # noqa: S608
+    sql = f"SELECT u.external_id FROM users AS u WHERE u.project_id = :project_id AND ({condition})"
     async with db.transaction(project_id=project_id, readonly=True) as session:
         rows = await session.execute(statement(sql, binds, project_id=project_id))
         return {str(r[0]) for r in rows}
@@ -90,7 +90,9 @@ async def run_jobs(db: Database, deadline: float = 30.0) -> None:
 _counter = 0
 
 
-def node(type_: str, path: str, operator: str, value: Any = None, *, group: str = "user", **extra: Any) -> dict[str, Any]:
+def node(
+    type_: str, path: str, operator: str, value: Any = None, *, group: str = "user", **extra: Any
+) -> dict[str, Any]:
     global _counter
     _counter += 1
     out: dict[str, Any] = {"uuid": f"n{_counter}", "type": type_, "group": group, "path": path, "operator": operator}

@@ -26,8 +26,8 @@ from clarion.core.wakeup import Waker
 def client_routers() -> list[APIRouter]:
     """Routers mounted under ``/api/client``; each domain adds its router here."""
     from clarion.keys.router import client as keys_client
-    from clarion.orgs.router import client as orgs_client
     from clarion.lists.router import router as lists_router
+    from clarion.orgs.router import client as orgs_client
     from clarion.tags.router import router as tags_router
 
     return [orgs_client, keys_client, tags_router, lists_router]

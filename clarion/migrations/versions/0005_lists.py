@@ -23,19 +23,23 @@ JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgres
 # The date helpers the rule compiler calls on PostgreSQL. They return NULL instead of raising, so
 # one malformed value never aborts a materialisation, and accept exactly the grammar of
 # clarion.lists.rules.parse_instant (naive times are UTC: the function pins its own TimeZone).
+DATE_RE = (
+    r"^[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}"
+    r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-](0[0-9]|1[0-4]):[0-5][0-9])?)?$"
+)
 PG_FUNCTIONS = [
     r"""
 CREATE OR REPLACE FUNCTION clarion_ts(s text) RETURNS timestamptz
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET timezone = 'UTC' AS $$
 BEGIN
-  IF s IS NULL OR s !~ '^[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-](0[0-9]|1[0-4]):[0-5][0-9])?)?$' THEN
+  IF s IS NULL OR s !~ '__DATE_RE__' THEN
     RETURN NULL;
   END IF;
   RETURN s::timestamptz;
 EXCEPTION WHEN others THEN
   RETURN NULL;
 END $$
-""",
+""".replace("__DATE_RE__", DATE_RE),
     r"""
 CREATE OR REPLACE FUNCTION clarion_local_day(ts timestamptz, tz text) RETURNS date
 LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
