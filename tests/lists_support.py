@@ -49,12 +49,19 @@ async def add_events(db: Database, project_id: int, events: list[dict[str, Any]]
 
 
 async def sql_matches(db: Database, project_id: int, rule: dict[str, Any], now: datetime) -> set[str]:
+    """Members by SQL, compiled both ways (correlated, and bulk over an id range); they must agree."""
     root = validate_rule(rule).root
-    condition, binds = compile_condition(root, db.dialect, now)
-    sql = f"SELECT u.external_id FROM users AS u WHERE u.project_id = :project_id AND ({condition})"
-    async with db.transaction(project_id=project_id, readonly=True) as session:
-        rows = await session.execute(statement(sql, binds, project_id=project_id))
-        return {str(r[0]) for r in rows}
+    results = []
+    for id_range in (None, (0, 2**62)):
+        condition, binds = compile_condition(
+            root, db.dialect, now, project_id=project_id if id_range else None, id_range=id_range
+        )
+        sql = f"SELECT u.external_id FROM users AS u WHERE u.project_id = :project_id AND ({condition})"
+        async with db.transaction(project_id=project_id, readonly=True) as session:
+            rows = await session.execute(statement(sql, binds, project_id=project_id))
+            results.append({str(r[0]) for r in rows})
+    assert results[0] == results[1], (rule, results[0] ^ results[1])
+    return results[0]
 
 
 async def load_facts(db: Database, project_id: int) -> list[tuple[str, UserFacts, list[EventFacts]]]:

@@ -22,7 +22,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Date, Float, Integer, String, TextClause, bindparam, text
+from sqlalchemy import BigInteger, Date, Float, String, TextClause, bindparam, text
 from sqlalchemy.sql.elements import BindParameter
 
 from clarion.core.db import UTCDateTime
@@ -42,10 +42,15 @@ def epoch_micros(value: datetime) -> int:
 class RuleCompiler:
     """Builds SQL text and its bind parameters; one instance per statement."""
 
-    def __init__(self, dialect: str, now: datetime) -> None:
+    def __init__(
+        self, dialect: str, now: datetime, *, project_id: int | None = None, id_range: tuple[int, int] | None = None
+    ) -> None:
         self.pg = dialect == "postgresql"
         self.now = now
         self.binds: list[BindParameter[Any]] = []
+        # With an id range, event rules compile to an uncorrelated semi-join restricted to that range
+        # (one hashed sub-plan per statement) instead of a correlated sub-query per user.
+        self.bulk = (project_id, id_range) if project_id is not None and id_range is not None else None
 
     # -- parameters ------------------------------------------------------------------------------
     def bind(self, value: Any, type_: Any = None) -> str:
@@ -57,7 +62,7 @@ class RuleCompiler:
         """A date-rule comparand in the representation ``clarion_ts`` returns on this dialect."""
         if self.pg:
             return f"CAST({self.bind(value, UTCDateTime())} AS timestamptz)"
-        return self.bind(epoch_micros(value), Integer())
+        return self.bind(epoch_micros(value), BigInteger())
 
     def bind_time(self, value: datetime) -> str:
         """A bound timestamp compared with a timestamp column (``events.created_at``)."""
@@ -191,11 +196,7 @@ class RuleCompiler:
         return "(" + f" {node.operator.upper()} ".join(parts) + ")"
 
     def _event(self, node: EventRule) -> str:
-        where = [
-            "e.project_id = u.project_id",
-            "e.user_id = u.id",
-            f"e.name = {self.bind(node.name, String())}",
-        ]
+        where = [f"e.name = {self.bind(node.name, String())}"]
         window = node.frequency.window(self.now) if node.frequency else None
         if window is not None:
             if window.start is not None:
@@ -204,7 +205,22 @@ class RuleCompiler:
                 where.append(f"e.created_at {'<=' if window.end_inclusive else '<'} {self.bind_time(window.end)}")
         if node.condition is not None:
             where.append(self.node(node.condition, "e"))
-        body = "FROM events AS e WHERE " + " AND ".join(where)
+        # ``is same day`` inside an event condition reads the user's timezone: keep it correlated.
+        if self.bulk is not None and not (node.condition is not None and _reads_user(node.condition)):
+            project_id, (lo, hi) = self.bulk
+            scope = [
+                f"e.project_id = {self.bind(project_id, BigInteger())}",
+                f"e.user_id BETWEEN {self.bind(lo, BigInteger())} AND {self.bind(hi, BigInteger())}",
+            ]
+            sub = "SELECT e.user_id FROM events AS e WHERE " + " AND ".join(scope + where)  # noqa: S608
+            if window is None:
+                return f"(u.id IN ({sub}))"
+            count = f"CAST({self.bind(window.count, Float())} AS double precision)"
+            if compare_count(0, window.operator, window.count):
+                # Users without events match, so select the users whose count fails instead.
+                return f"(NOT (u.id IN ({sub} GROUP BY e.user_id HAVING NOT (COUNT(*) {window.operator} {count}))))"
+            return f"(u.id IN ({sub} GROUP BY e.user_id HAVING COUNT(*) {window.operator} {count}))"
+        body = "FROM events AS e WHERE e.project_id = u.project_id AND e.user_id = u.id AND " + " AND ".join(where)
         if window is None:
             return f"EXISTS (SELECT 1 {body})"
         symbol = window.operator
@@ -218,10 +234,30 @@ class RuleCompiler:
         return self._event(node)
 
 
-def compile_condition(root: Node, dialect: str, now: datetime) -> tuple[str, list[BindParameter[Any]]]:
-    """The rule as a SQL condition over ``users AS u`` and its bind parameters."""
-    compiler = RuleCompiler(dialect, now)
+def compile_condition(
+    root: Node, dialect: str, now: datetime, *, project_id: int | None = None, id_range: tuple[int, int] | None = None
+) -> tuple[str, list[BindParameter[Any]]]:
+    """The rule as a SQL condition over ``users AS u`` and its bind parameters.
+
+    Pass ``project_id`` and ``id_range`` when the statement covers a range of user ids (full
+    materialisation): event rules then become one semi-join over that range. Without them event
+    rules are correlated sub-queries, best for a handful of users (incremental maintenance).
+    """
+    compiler = RuleCompiler(dialect, now, project_id=project_id, id_range=id_range)
     return compiler.node(root), compiler.binds
+
+
+def compare_count(count: float, operator: str, wanted: float) -> bool:
+    return {"=": count == wanted, "<": count < wanted, "<=": count <= wanted, ">": count > wanted,
+            ">=": count >= wanted}[operator]
+
+
+def _reads_user(node: Node) -> bool:
+    if isinstance(node, Leaf):
+        return node.operator == "is same day"
+    if isinstance(node, Group):
+        return any(_reads_user(k) for k in node.children)
+    return False
 
 
 def statement(sql: str, binds: list[BindParameter[Any]], **extra: Any) -> TextClause:

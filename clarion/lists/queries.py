@@ -64,7 +64,7 @@ async def materialise_range(
     Inserts matching users that are not members and deletes members that no longer match; the
     deletion evaluates the rule only for current members of the range.
     """
-    condition, binds = compile_condition(root, dialect, now)
+    condition, binds = compile_condition(root, dialect, now, project_id=project_id, id_range=(lo, hi))
     common = {"list_id": list_id, "project_id": project_id, "lo": lo, "hi": hi}
     await session.execute(
         statement(_INSERT.format(users="u.id BETWEEN :lo AND :hi", condition=condition), binds,
@@ -78,22 +78,27 @@ async def materialise_range(
 async def reevaluate_users(
     session: AsyncSession, *, dialect: str, project_id: int, list_id: int, root: Node, now: datetime,
     user_ids: Sequence[int],
-) -> None:
-    """Re-evaluate a dynamic list for a few users (incremental maintenance)."""
+) -> int:
+    """Re-evaluate a dynamic list for a few users; returns the change in member count."""
     if not user_ids:
-        return
+        return 0
     condition, binds = compile_condition(root, dialect, now)
     ids = sorted(set(user_ids))
     common: dict[str, Any] = {"list_id": list_id, "project_id": project_id}
-    await session.execute(
+    inserted = await session.execute(
         statement(_INSERT.format(users="u.id IN :ids", condition=condition), binds,
                   ids=bindparam("ids", ids, expanding=True),
                   added_at=bindparam("added_at", now, type_=UTCDateTime()), **common)
     )
-    await session.execute(
+    deleted = await session.execute(
         statement(_DELETE.format(members="user_id IN :ids", condition=condition), binds,
                   ids=bindparam("ids", ids, expanding=True), **common)
     )
+    return _rowcount(inserted) - _rowcount(deleted)
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def member_count(session: AsyncSession, project_id: int, list_id: int) -> int:

@@ -253,13 +253,20 @@ async def _reevaluate(
     dialect = dialect_of(session)
     touched = []
     for lst in lists:
-        await queries.reevaluate_users(
+        delta = await queries.reevaluate_users(
             session, dialect=dialect, project_id=project_id, list_id=lst.id, root=compiled_rule(lst).root,
             now=now, user_ids=user_ids,
         )
+        if delta:
+            # Adjust the cached count in SQL (no recount: lists can be large, and concurrent
+            # writers each add their own delta).
+            await session.execute(
+                update(UserList)
+                .where(UserList.project_id == project_id, UserList.id == lst.id)
+                .values(users_count=func.coalesce(UserList.users_count, 0) + delta)
+                .execution_options(synchronize_session=False)
+            )
         touched.append(lst.id)
-    if touched:
-        await _refresh_counts(session, project_id, touched)
     return touched
 
 
