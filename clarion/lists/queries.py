@@ -64,37 +64,73 @@ async def materialise_range(
     Inserts matching users that are not members and deletes members that no longer match; the
     deletion evaluates the rule only for current members of the range.
     """
-    condition, binds = compile_condition(root, dialect, now, project_id=project_id, id_range=(lo, hi))
     common = {"list_id": list_id, "project_id": project_id, "lo": lo, "hi": hi}
+    # Insert: the bulk form (event rules as one semi-join over the range's events).
+    condition, binds = compile_condition(root, dialect, now, project_id=project_id, id_range=(lo, hi))
     await session.execute(
         statement(_INSERT.format(users="u.id BETWEEN :lo AND :hi", condition=condition), binds,
                   added_at=bindparam("added_at", now, type_=UTCDateTime()), **common)
     )
+    # Delete: the correlated form, evaluated once per current member of the range (index probes).
+    condition, binds = compile_condition(root, dialect, now)
     await session.execute(
         statement(_DELETE.format(members="user_id BETWEEN :lo AND :hi", condition=condition), binds, **common)
     )
+
+
+_REEVALUATE_PG = """
+WITH ins AS (
+{insert}
+RETURNING 1
+), del AS (
+{delete}
+RETURNING 1
+), delta AS (
+  SELECT (SELECT COUNT(*) FROM ins) - (SELECT COUNT(*) FROM del) AS n
+), upd AS (
+  UPDATE lists SET users_count = COALESCE(users_count, 0) + (SELECT n FROM delta)
+  WHERE id = :list_id AND project_id = :project_id AND (SELECT n FROM delta) <> 0
+  RETURNING 1
+)
+SELECT n FROM delta
+"""
+
+_ADJUST_COUNT = """
+UPDATE lists SET users_count = COALESCE(users_count, 0) + :delta WHERE id = :list_id AND project_id = :project_id
+"""
 
 
 async def reevaluate_users(
     session: AsyncSession, *, dialect: str, project_id: int, list_id: int, root: Node, now: datetime,
     user_ids: Sequence[int],
 ) -> int:
-    """Re-evaluate a dynamic list for a few users; returns the change in member count."""
+    """Re-evaluate a dynamic list for a few users, adjusting ``users_count``; returns the change.
+
+    On PostgreSQL the insert, the delete and the count adjustment are one statement (one round
+    trip: this runs inside event ingestion).
+    """
     if not user_ids:
         return 0
     condition, binds = compile_condition(root, dialect, now)
     ids = sorted(set(user_ids))
-    common: dict[str, Any] = {"list_id": list_id, "project_id": project_id}
-    inserted = await session.execute(
-        statement(_INSERT.format(users="u.id IN :ids", condition=condition), binds,
-                  ids=bindparam("ids", ids, expanding=True),
-                  added_at=bindparam("added_at", now, type_=UTCDateTime()), **common)
-    )
-    deleted = await session.execute(
-        statement(_DELETE.format(members="user_id IN :ids", condition=condition), binds,
-                  ids=bindparam("ids", ids, expanding=True), **common)
-    )
-    return _rowcount(inserted) - _rowcount(deleted)
+    insert_sql = _INSERT.format(users="u.id IN :ids", condition=condition)
+    delete_sql = _DELETE.format(members="user_id IN :ids", condition=condition)
+    common: dict[str, Any] = {
+        "list_id": list_id,
+        "project_id": project_id,
+        "ids": bindparam("ids", ids, expanding=True),
+    }
+    added_at = bindparam("added_at", now, type_=UTCDateTime())
+    if dialect == "postgresql":
+        sql = _REEVALUATE_PG.format(insert=insert_sql.strip(), delete=delete_sql.strip())
+        result = await session.execute(statement(sql, binds, added_at=added_at, **common))
+        return int(result.scalar_one())
+    inserted = await session.execute(statement(insert_sql, binds, added_at=added_at, **common))
+    deleted = await session.execute(statement(delete_sql, binds, **common))
+    delta = _rowcount(inserted) - _rowcount(deleted)
+    if delta:
+        await session.execute(statement(_ADJUST_COUNT, [], delta=delta, list_id=list_id, project_id=project_id))
+    return delta
 
 
 def _rowcount(result: Any) -> int:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -237,35 +239,57 @@ async def remove_members(session: AsyncSession, lst: UserList, external_ids: Seq
 # Incremental maintenance (called by user upserts and event ingestion, in their transaction)
 
 
-async def _live_dynamic_lists(session: AsyncSession, project_id: int) -> list[UserList]:
-    stmt = select(UserList).where(
-        UserList.project_id == project_id,
-        UserList.type == "dynamic",
-        UserList.archived_at.is_(None),
-        UserList.published.is_(True),
+@dataclass(frozen=True)
+class _LiveList:
+    id: int
+    rule: CompiledRule
+    event_names: frozenset[str]
+    reads_user: bool
+
+
+_RULE_CACHE: dict[bytes, CompiledRule] = {}
+_RULE_CACHE_MAX = 4096
+
+
+def _cached_rule(raw: dict[str, Any]) -> CompiledRule:
+    """Validated rule trees, keyed by their content (hooks run on every write; rules rarely change)."""
+    key = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+    compiled = _RULE_CACHE.get(key)
+    if compiled is None:
+        if len(_RULE_CACHE) >= _RULE_CACHE_MAX:
+            _RULE_CACHE.clear()
+        compiled = _RULE_CACHE[key] = validate_rule(raw)
+    return compiled
+
+
+async def _live_dynamic_lists(session: AsyncSession, project_id: int) -> list[_LiveList]:
+    """Published, unarchived dynamic lists of the project (``ix_lists_project_id``)."""
+    table = UserList.__table__
+    rows = await session.execute(
+        select(table.c.id, table.c.rule, table.c.rule_event_names, table.c.rule_reads_user).where(
+            table.c.project_id == project_id,
+            table.c.type == "dynamic",
+            table.c.archived_at.is_(None),
+            table.c.published.is_(True),
+        )
     )
-    return list((await session.execute(stmt)).scalars())
+    return [
+        _LiveList(int(r.id), _cached_rule(r.rule), frozenset(r.rule_event_names or ()), bool(r.rule_reads_user))
+        for r in rows
+        if r.rule is not None
+    ]
 
 
 async def _reevaluate(
-    session: AsyncSession, project_id: int, lists: Iterable[UserList], user_ids: Sequence[int], now: datetime
+    session: AsyncSession, project_id: int, lists: Iterable[_LiveList], user_ids: Sequence[int], now: datetime
 ) -> list[int]:
     dialect = dialect_of(session)
     touched = []
     for lst in lists:
-        delta = await queries.reevaluate_users(
-            session, dialect=dialect, project_id=project_id, list_id=lst.id, root=compiled_rule(lst).root,
+        await queries.reevaluate_users(
+            session, dialect=dialect, project_id=project_id, list_id=lst.id, root=lst.rule.root,
             now=now, user_ids=user_ids,
         )
-        if delta:
-            # Adjust the cached count in SQL (no recount: lists can be large, and concurrent
-            # writers each add their own delta).
-            await session.execute(
-                update(UserList)
-                .where(UserList.project_id == project_id, UserList.id == lst.id)
-                .values(users_count=func.coalesce(UserList.users_count, 0) + delta)
-                .execution_options(synchronize_session=False)
-            )
         touched.append(lst.id)
     return touched
 
@@ -292,7 +316,7 @@ async def on_users_changed(session: AsyncSession, project_id: int, user_ids: Seq
     """
     if not user_ids:
         return []
-    lists = [x for x in await _live_dynamic_lists(session, project_id) if x.rule_reads_user]
+    lists = [x for x in await _live_dynamic_lists(session, project_id) if x.reads_user]
     return await _reevaluate(session, project_id, lists, user_ids, utcnow())
 
 
@@ -312,7 +336,7 @@ async def on_events_recorded(
     now = utcnow()
     for lst in await _live_dynamic_lists(session, project_id):
         users: set[int] = set()
-        for name in lst.rule_event_names:
+        for name in lst.event_names:
             users |= by_name.get(name, set())
         if users:
             touched += await _reevaluate(session, project_id, [lst], sorted(users), now)
