@@ -1,21 +1,27 @@
-"""Run benchmarks: ``python -m bench`` runs them all; ``python -m bench NAME [args…]`` runs one."""
+"""`make bench` → `python -m bench [name …]`: run the registered benchmarks, print figures and ratios."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import sys
 
-# Each entry is a module in this package exposing ``main(argv: list[str]) -> None``.
-BENCHMARKS = ["lists"]
+# Each entry is a module with `async def run() -> None` that prints its figure, its baseline and the ratio.
+BENCHMARKS = [
+    "bench.users_batch",
+    "bench.events",
+    "bench.csv_import",
+    "bench.lists",
+]
 
 
-def run(argv: list[str]) -> None:
-    if argv and argv[0] in BENCHMARKS:
-        importlib.import_module(f"bench.{argv[0]}").main(argv[1:])
-        return
-    for name in BENCHMARKS:
-        importlib.import_module(f"bench.{name}").main([])
+def main(argv: list[str]) -> None:
+    wanted = [f"bench.{name}" for name in argv] or BENCHMARKS
+    for name in wanted:
+        module = importlib.import_module(name)
+        print(f"== {name}", flush=True)
+        asyncio.run(module.run())
 
 
 if __name__ == "__main__":
-    run(sys.argv[1:])
+    main(sys.argv[1:])

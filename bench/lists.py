@@ -10,8 +10,11 @@ each against the same query written by hand in SQL in the same run:
    hand-written per-user ``INSERT``/``DELETE``), median of ``--repeat`` runs;
 3. peak RSS of this process (``resource.getrusage``).
 
-    python -m bench lists --users 1000000 --events 10000000
-    python -m bench lists --users 100000 --events 1000000     # a quicker run
+    python -m bench lists                                      # via `make bench`, sizes from the environment
+    python -m bench.lists --users 1000000 --events 10000000
+    python -m bench.lists --users 100000 --events 1000000      # a quicker run
+
+``CLARION_BENCH_LIST_USERS`` / ``CLARION_BENCH_LIST_EVENTS`` set the sizes for ``make bench``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import random
 import resource
 import secrets
 import statistics
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -153,7 +157,7 @@ async def generate(conn: asyncpg.Connection, project_id: int, users: int, events
     return time.perf_counter() - started
 
 
-async def run(users: int, events: int, repeat: int, keep: bool) -> dict[str, Any]:
+async def measure(users: int, events: int, repeat: int, keep: bool) -> dict[str, Any]:
     name = f"clarion_bench_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(ADMIN_URL)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -235,14 +239,28 @@ async def run(users: int, events: int, repeat: int, keep: bool) -> dict[str, Any
     return results
 
 
+def report(results: dict[str, Any]) -> None:
+    width = max(len(k) for k in results)
+    for key, value in results.items():
+        print(f"{key:<{width}}  {value}", flush=True)
+
+
+async def run() -> None:
+    """Entry point for ``python -m bench`` (sizes from the environment; defaults are the full size)."""
+    users = int(os.environ.get("CLARION_BENCH_LIST_USERS", "1000000"))
+    events = int(os.environ.get("CLARION_BENCH_LIST_EVENTS", "10000000"))
+    report(await measure(users, events, 200, False))
+
+
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench lists")
+    parser = argparse.ArgumentParser(prog="python -m bench.lists")
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=200, help="incremental updates to time")
     parser.add_argument("--keep", action="store_true", help="keep the generated database")
     args = parser.parse_args(argv)
-    results = asyncio.run(run(args.users, args.events, args.repeat, args.keep))
-    width = max(len(k) for k in results)
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value}")
+    report(asyncio.run(measure(args.users, args.events, args.repeat, args.keep)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

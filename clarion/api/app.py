@@ -25,12 +25,20 @@ from clarion.core.wakeup import Waker
 
 def client_routers() -> list[APIRouter]:
     """Routers mounted under ``/api/client``; each domain adds its router here."""
+    from clarion.dataschema.router import router as dataschema_router
+    from clarion.events.router import router as events_router
+    from clarion.imports.router import router as imports_router
     from clarion.keys.router import client as keys_client
     from clarion.lists.router import router as lists_router
     from clarion.orgs.router import client as orgs_client
+    from clarion.subscriptions.router import router as subscriptions_router
     from clarion.tags.router import router as tags_router
+    from clarion.users.router import router as users_router
 
-    return [orgs_client, keys_client, tags_router, lists_router]
+    return [
+        orgs_client, keys_client, tags_router, imports_router, users_router, events_router,
+        subscriptions_router, dataschema_router, lists_router,
+    ]
 
 
 def admin_routers() -> list[APIRouter]:

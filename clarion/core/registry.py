@@ -27,7 +27,12 @@ def load_models() -> None:
 
 
 # Modules that register background-job handlers with @job_handler.
-JOB_MODULES: list[str] = ["clarion.lists.jobs"]
+JOB_MODULES: list[str] = [
+    "clarion.users.jobs",
+    "clarion.dataschema.rebuild",
+    "clarion.imports.jobs",
+    "clarion.lists.jobs",
+]
 
 
 def load_job_handlers() -> None:

@@ -9,4 +9,6 @@ from clarion.orgs.models import Project
 
 async def seed_new_project(session: AsyncSession, project: Project) -> None:
     """Create the rows a new project needs (default subscriptions, … as domains land)."""
-    del session, project
+    from clarion.subscriptions.service import seed_default_subscriptions
+
+    await seed_default_subscriptions(session, project.id)
