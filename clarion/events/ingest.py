@@ -18,6 +18,7 @@ from clarion.core.clock import utcnow
 from clarion.core.ids import prefixed_ulid
 from clarion.dataschema.service import collect_paths, record_paths
 from clarion.events.models import Event
+from clarion.lists.service import on_events_recorded
 from clarion.users.upsert import upsert_users
 from clarion.users.validation import ItemInvalid, UserChange, data_patch, identifier, profile_fields
 
@@ -96,6 +97,8 @@ async def track_events(
         rows.append({**row, "uid": uid, "project_id": project_id, "user_id": user["id"], "campaign_id": None})
         collect_paths("event", row["name"], row["data"], paths)
     await (await session.connection()).execute(EVENTS.insert(), rows)  # Core: rows carry project_id
+    # Dynamic lists naming these events are re-evaluated for these users, in this transaction.
+    await on_events_recorded(session, project_id, [(row["user_id"], row["name"]) for row in rows])
     if paths:
         await record_paths(session, project_id, paths)
     return ids, errors

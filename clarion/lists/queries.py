@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, exists, func, select
+from sqlalchemy import ColumnElement, Select, bindparam, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -24,6 +24,7 @@ from clarion.core.db import UTCDateTime
 from clarion.lists.compiler import compile_condition, statement
 from clarion.lists.models import ListUser
 from clarion.lists.rules import Node
+from clarion.users.models import User
 
 _INSERT = """
 INSERT INTO list_users (list_id, user_id, project_id, created_at)
@@ -142,6 +143,13 @@ async def member_count(session: AsyncSession, project_id: int, list_id: int) -> 
         ListUser.project_id == project_id, ListUser.list_id == list_id
     )
     return int((await session.execute(stmt)).scalar_one())
+
+
+def member_of(project_id: int, list_id: int) -> ColumnElement[bool]:
+    """``users.id`` is a member of the list (for ``GET /users?list_id=``; ``pk_list_users``)."""
+    return exists().where(
+        ListUser.project_id == project_id, ListUser.list_id == list_id, ListUser.user_id == User.id
+    )
 
 
 def audience_user_ids(project_id: int, list_ids: Sequence[int], exclusion_list_ids: Sequence[int] = ()) -> Select[Any]:
