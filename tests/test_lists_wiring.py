@@ -92,3 +92,20 @@ async def test_identity_merge_moves_memberships(client: httpx.AsyncClient, db: D
     assert await _members(db, tenant.project_id, static) == {"known"}
     page = (await client.get(f"{BASE}/users?list_id={static}", headers=tenant.sk)).json()
     assert [u["external_id"] for u in page["results"]] == ["known"]
+
+
+async def test_user_import_fills_static_and_dynamic_lists(
+    client: httpx.AsyncClient, db: Database, tenant: Tenant
+) -> None:
+    static = await _list(client, tenant, {"name": "Imported", "type": "static"})
+    pro = await _list(client, tenant, {"name": "Pro", "type": "dynamic",
+                                       "rule": wrapper("and", node("string", "data.plan", "=", "pro"))})
+    await run_jobs(db)
+    csv_body = "external_id,email,plan\nm1,m1@example.com,pro\nm2,m2@example.com,free\n"
+    r = await client.post(f"{BASE}/users/import", files={"file": ("p.csv", csv_body.encode(), "text/csv")},
+                          data={"list_id": str(static)}, headers=tenant.sk)
+    assert r.status_code == 200, r.text
+    await run_jobs(db)
+    assert await _members(db, tenant.project_id, static) == {"m1", "m2"}
+    assert await _members(db, tenant.project_id, pro) == {"m1"}
+    assert (await client.get(f"{BASE}/lists/{static}", headers=tenant.sk)).json()["users_count"] == 2

@@ -194,6 +194,18 @@ async def add_user_ids(session: AsyncSession, project_id: int, list_id: int, use
     return len(fresh)
 
 
+async def add_imported_users(session: AsyncSession, project_id: int, list_id: int, user_ids: Sequence[int]) -> bool:
+    """Add users created/updated by a user import to a static list; False if there is no such list."""
+    lst = (
+        await session.execute(select(UserList).where(UserList.project_id == project_id, UserList.id == list_id))
+    ).scalar_one_or_none()
+    if lst is None or lst.type != "static" or lst.archived_at is not None:
+        return False
+    await add_user_ids(session, project_id, list_id, list(user_ids))
+    await refresh_count(session, lst)
+    return True
+
+
 async def refresh_count(session: AsyncSession, lst: UserList) -> None:
     lst.users_count = await queries.member_count(session, lst.project_id, lst.id)
     lst.refreshed_at = utcnow()
