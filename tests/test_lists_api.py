@@ -312,3 +312,28 @@ async def test_materialisation_is_chunked_and_stops_when_the_rule_moves_on(db: D
         assert (lst.state, lst.users_count) == ("ready", 30)
     # A job for an older version does nothing.
     assert await list_jobs.materialise(ctx, list_id, 0, chunk=7) is False
+
+
+async def test_rolling_window_lists_are_refreshed_periodically(
+    client: httpx.AsyncClient, db: Database, tenant: Tenant
+) -> None:
+    ids = await add_users(db, tenant.project_id, [{"external_id": "r1"}])
+    rule = wrapper("and", event_rule("login", frequency={
+        "period": {"type": "rolling", "unit": "hour", "value": 1}, "operator": ">=", "count": 1}))
+    lst = await _create(client, tenant, {"name": "Active", "type": "dynamic", "rule": rule})
+    static_rule = await _create(client, tenant, {"name": "Plan", "type": "dynamic", "rule": plan_rule()})
+    await run_jobs(db)
+    # An event written without the hook (e.g. a bulk load): only the periodic refresh picks it up.
+    await add_events(db, tenant.project_id, [{"user_id": ids["r1"], "name": "login", "created_at": utcnow()}])
+    async with db.transaction(project_id=tenant.project_id) as session:
+        for list_id in (lst["id"], static_rule["id"]):
+            row = await service.get_list(session, list_id)
+            row.refreshed_at = utcnow() - list_jobs.REFRESH_INTERVAL * 2
+    assert await list_jobs.refresh_windowed_lists(db) >= 1
+    await run_jobs(db)
+    assert await _members(db, tenant.project_id, lst["id"]) == {ids["r1"]}
+    async with db.transaction(project_id=tenant.project_id, readonly=True) as session:
+        # The rule without a rolling window was not re-materialised.
+        plan_list = await service.get_list(session, static_rule["id"])
+        assert plan_list.refreshed_at is not None and plan_list.refreshed_at < utcnow() - list_jobs.REFRESH_INTERVAL
+        assert (await service.get_list(session, lst["id"])).state == "ready"

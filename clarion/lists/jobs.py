@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import csv
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
 
 from clarion.core.clock import utcnow
+from clarion.core.db import Database
 from clarion.lists import queries
 from clarion.lists.models import ListUser, UserList
-from clarion.lists.rules import validate_rule
+from clarion.lists.rules import EventRule, Group, Node, validate_rule
 from clarion.lists.service import (
     IMPORT_JOB,
     MATERIALISE_JOB,
@@ -21,7 +23,7 @@ from clarion.lists.service import (
     refresh_count,
     resolve_external_ids,
 )
-from clarion.worker.jobs import JobContext, job_handler
+from clarion.worker.jobs import JobContext, enqueue_job, job_handler
 
 log = logging.getLogger("clarion.lists")
 
@@ -156,3 +158,44 @@ async def import_job(ctx: JobContext, payload: dict[str, Any]) -> None:
 
 def _remove(path: Path) -> None:
     path.unlink(missing_ok=True)
+
+
+REFRESH_INTERVAL = timedelta(minutes=15)
+
+
+def _has_rolling_window(node: Node) -> bool:
+    if isinstance(node, EventRule):
+        return node.frequency is not None and node.frequency.kind == "rolling"
+    if isinstance(node, Group):
+        return any(_has_rolling_window(k) for k in node.children)
+    return False
+
+
+async def refresh_windowed_lists(db: Database) -> int:
+    """Periodic duty: rolling windows move with time, so re-materialise lists that use one.
+
+    Lists refreshed within ``REFRESH_INTERVAL`` are skipped; the job keeps the list ``ready``
+    (members stay readable) and is version-checked like any materialisation.
+    """
+    cutoff = utcnow() - REFRESH_INTERVAL
+    async with db.transaction() as session:
+        rows = (
+            await session.execute(
+                select(UserList.id, UserList.project_id, UserList.version, UserList.rule).where(
+                    UserList.type == "dynamic",
+                    UserList.state == "ready",
+                    UserList.published.is_(True),
+                    UserList.archived_at.is_(None),
+                    UserList.refreshed_at < cutoff,
+                )
+            )
+        ).all()
+        queued = 0
+        for row in rows:
+            if row.rule is None or not _has_rolling_window(validate_rule(row.rule).root):
+                continue
+            await enqueue_job(
+                session, MATERIALISE_JOB, {"list_id": row.id, "version": row.version}, project_id=row.project_id
+            )
+            queued += 1
+    return queued

@@ -44,7 +44,12 @@ def default_duties() -> list[PeriodicDuty]:
     async def purge_idempotency(db: Database) -> object:
         return await IdempotencyStore(db, get_settings()).purge_expired()
 
-    return [PeriodicDuty("purge-idempotency-keys", 600, purge_idempotency)]
+    from clarion.lists.jobs import refresh_windowed_lists
+
+    return [
+        PeriodicDuty("purge-idempotency-keys", 600, purge_idempotency),
+        PeriodicDuty("refresh-windowed-lists", 300, refresh_windowed_lists),
+    ]
 
 
 class Scheduler:
