@@ -287,3 +287,20 @@ async def test_expired_session_is_rejected(client: httpx.AsyncClient, tenant: Te
     async with db.session(project_id=tenant.project_id) as s:
         hashes = (await s.execute(select(UserSession.token_hash))).scalars().all()
     assert token not in hashes and len(hashes[0]) == 64
+
+
+async def test_concurrent_upserts_of_the_same_new_users_create_each_once(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    import asyncio
+
+    items = [{"external_id": f"race{i}", "data": {f"k{i}": i}} for i in range(20)]
+    responses = await asyncio.gather(
+        *(client.post(f"{U}/batch", json=items, headers=tenant.sk) for _ in range(6)),
+        *(client.post("/api/client/events", json=[{"name": "x", "external_id": f"race{i}"} for i in range(20)],
+                      headers=tenant.sk) for _ in range(4)),
+    )
+    assert [r.status_code for r in responses] == [200] * 6 + [204] * 4
+    assert await _count_users(db, tenant.project_id) == 20
+    ids = {r.json()["results"][0]["user"]["id"] for r in responses[:6]}
+    assert len(ids) == 1

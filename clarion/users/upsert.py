@@ -219,11 +219,12 @@ async def upsert_users(session: AsyncSession, project_id: int, changes: list[Use
     lock = any(c.changes_profile for c in changes)
     last_error: IntegrityError | None = None
     for _attempt in range(4):
+        rows = await _select(session, project_id, changes, lock=lock)
+        plan = _plan(rows, changes)
         try:
-            async with session.begin_nested():
-                rows = await _select(session, project_id, changes, lock=lock)
-                plan = _plan(rows, changes)
-                await _execute(session, project_id, plan)
+            if plan.new or plan.dirty or plan.merges:  # reads of known users need no savepoint
+                async with session.begin_nested():
+                    await _execute(session, project_id, plan)
         except IntegrityError as exc:  # a concurrent writer created one of these identities
             last_error = exc
             continue

@@ -8,7 +8,9 @@ lookups compare by equality. Phone: ``phonenumbers``, stored in E.164. Timezone:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import phonenumbers
@@ -32,6 +34,7 @@ class ItemInvalid(ValueError):
         self.message = message
 
 
+@lru_cache(maxsize=65_536)  # repeat writes of the same address skip the (costly) IDNA checks
 def normalise_email(value: str) -> str:
     try:
         result = validate_email(value, check_deliverability=False)
@@ -40,6 +43,7 @@ def normalise_email(value: str) -> str:
     return result.normalized.lower()
 
 
+@lru_cache(maxsize=65_536)
 def normalise_phone(value: str) -> str:
     try:
         number = phonenumbers.parse(value, None)
@@ -65,7 +69,7 @@ def normalise_locale(value: str) -> str:
     return value
 
 
-_NORMALISERS = {
+_NORMALISERS: dict[str, Callable[[str], str]] = {
     "email": normalise_email,
     "phone": normalise_phone,
     "timezone": normalise_timezone,
