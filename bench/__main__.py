@@ -10,6 +10,7 @@ BENCHMARKS = [
     "bench.users_batch",
     "bench.events",
     "bench.csv_import",
+    "bench.lists",
     "bench.render_mime",
     "bench.smtp",
     "bench.webhooks",

@@ -30,6 +30,7 @@ def client_routers() -> list[APIRouter]:
     from clarion.events.router import router as events_router
     from clarion.imports.router import router as imports_router
     from clarion.keys.router import client as keys_client
+    from clarion.lists.router import router as lists_router
     from clarion.locales.router import router as locales_router
     from clarion.orgs.router import client as orgs_client
     from clarion.providers.router import router as captured_router
@@ -52,6 +53,7 @@ def client_routers() -> list[APIRouter]:
         templates_router,
         locales_router,
         webhooks_router,
+        lists_router,
     ]
 
 

@@ -24,6 +24,7 @@ MODEL_MODULES = [
     "clarion.locales.models",
     "clarion.templates.models",
     "clarion.webhooks.models",
+    "clarion.lists.models",
 ]
 
 
@@ -37,6 +38,7 @@ JOB_MODULES: list[str] = [
     "clarion.users.jobs",
     "clarion.dataschema.rebuild",
     "clarion.imports.jobs",
+    "clarion.lists.jobs",
 ]
 
 

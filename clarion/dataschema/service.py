@@ -23,10 +23,12 @@ VISIBILITIES = ("public", "hidden", "classified")
 # Entries expire so a rebuild in another process is picked up again within the TTL.
 _SEEN_TTL = 60.0
 _SEEN_MAX = 200_000
-_seen: dict[tuple[int, str, str, str], float] = {}
+# Keyed by database too: one process (e.g. the test suite) may talk to several databases whose
+# project ids coincide.
+_seen: dict[tuple[str, int, str, str, str], float] = {}
 
 
-def _remember(keys: Iterable[tuple[int, str, str, str]]) -> None:
+def _remember(keys: Iterable[tuple[str, int, str, str, str]]) -> None:
     if len(_seen) > _SEEN_MAX:
         _seen.clear()
     now = time.monotonic()
@@ -35,7 +37,7 @@ def _remember(keys: Iterable[tuple[int, str, str, str]]) -> None:
 
 
 def forget_project(project_id: int) -> None:
-    for key in [k for k in _seen if k[0] == project_id]:
+    for key in [k for k in _seen if k[1] == project_id]:
         _seen.pop(key, None)
 
 
@@ -52,7 +54,8 @@ def collect_paths(
 async def record_paths(session: AsyncSession, project_id: int, paths: dict[tuple[str, str, str], str]) -> None:
     """Register new paths in one statement; known ones keep their type and visibility."""
     now_mono = time.monotonic()
-    fresh = [key for key in paths if now_mono - _seen.get((project_id, *key), -_SEEN_TTL * 2) > _SEEN_TTL]
+    database = str(session.get_bind().engine.url)
+    fresh = [key for key in paths if now_mono - _seen.get((database, project_id, *key), -_SEEN_TTL * 2) > _SEEN_TTL]
     if not fresh:
         return
     now = utcnow()
@@ -73,7 +76,7 @@ async def record_paths(session: AsyncSession, project_id: int, paths: dict[tuple
         index_elements=["project_id", "kind", "event_name", "path"]
     )
     await (await session.connection()).execute(stmt, rows)
-    _remember((project_id, *key) for key in fresh)
+    _remember((database, project_id, *key) for key in fresh)
 
 
 async def classified_user_paths(session: AsyncSession, project_id: int) -> list[str]:

@@ -14,10 +14,12 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.api.errors import ErrorCode
+from clarion.api.schemas import contains_nul
 from clarion.core.clock import utcnow
 from clarion.core.ids import prefixed_ulid
 from clarion.dataschema.service import collect_paths, record_paths
 from clarion.events.models import Event
+from clarion.lists.service import on_events_recorded
 from clarion.users.upsert import upsert_users
 from clarion.users.validation import ItemInvalid, UserChange, data_patch, identifier, profile_fields
 
@@ -42,6 +44,8 @@ def parse_event(item: Any, now: datetime) -> tuple[dict[str, Any], UserChange]:
     """The event row (without ids) and the user change it implies; :class:`ItemInvalid` if bad."""
     if not isinstance(item, dict):
         raise ItemInvalid(ErrorCode.parameter_invalid_format, "Each event must be an object.")
+    if contains_nul(item):
+        raise ItemInvalid(ErrorCode.parameter_invalid_format, "Text must not contain NUL (\\u0000) characters.")
     unknown = sorted(set(item) - EVENT_FIELDS)
     if unknown:
         raise ItemInvalid(ErrorCode.parameter_unknown, f"{unknown[0]}: unknown field.")
@@ -96,6 +100,8 @@ async def track_events(
         rows.append({**row, "uid": uid, "project_id": project_id, "user_id": user["id"], "campaign_id": None})
         collect_paths("event", row["name"], row["data"], paths)
     await (await session.connection()).execute(EVENTS.insert(), rows)  # Core: rows carry project_id
+    # Dynamic lists naming these events are re-evaluated for these users, in this transaction.
+    await on_events_recorded(session, project_id, [(row["user_id"], row["name"]) for row in rows])
     if paths:
         await record_paths(session, project_id, paths)
     return ids, errors

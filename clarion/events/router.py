@@ -11,6 +11,7 @@ from sqlalchemy import select
 from clarion.api.context import ProjectContext, project_ctx
 from clarion.api.errors import ApiError, ErrorCode
 from clarion.api.pagination import Paged, PageParams, paginate
+from clarion.api.schemas import utc_representable
 from clarion.events import queries
 from clarion.events.ingest import track_events
 from clarion.events.models import Event
@@ -25,6 +26,9 @@ router = APIRouter(tags=["events"])
 def _window(start: datetime, end: datetime) -> None:
     if start.tzinfo is None or end.tzinfo is None:
         raise ApiError(ErrorCode.parameter_invalid_format, "from and to must be RFC 3339 with an offset.", param="from")
+    for name, value in (("from", start), ("to", end)):
+        if not utc_representable(value):
+            raise ApiError(ErrorCode.parameter_invalid_format, f"{name} is outside the supported range.", param=name)
     if end <= start:
         raise ApiError(ErrorCode.parameter_invalid_format, "to must be after from.", param="to")
 

@@ -23,9 +23,10 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.core.db import Base, Database
+from clarion.core.db import Database
 from clarion.core.sql import dialect_name
 from clarion.dataschema.service import collect_paths, record_paths
+from clarion.lists.service import add_imported_users, on_users_changed
 from clarion.users.upsert import upsert_users
 from clarion.users.validation import ItemInvalid, UserChange, parse_user_item
 
@@ -153,14 +154,9 @@ async def _stage_and_merge(session: AsyncSession, project_id: int, changes: list
 
 
 async def add_to_list(session: AsyncSession, project_id: int, list_id: int, user_ids: list[int]) -> None:
-    """Static-list membership for imported users, once the lists domain provides its table."""
-    table = Base.metadata.tables.get("list_users")
-    if table is None or not user_ids:
-        return
-    from clarion.core.sql import insert_for
-
-    stmt = insert_for(session, table).on_conflict_do_nothing()
-    await session.execute(stmt, [{"project_id": project_id, "list_id": list_id, "user_id": u} for u in user_ids])
+    """Static-list membership for imported users (ignored when the list is not a static list here)."""
+    if user_ids:
+        await add_imported_users(session, project_id, list_id, user_ids)
 
 
 async def _write_batch(db: Database, project_id: int, batch: list[tuple[int, UserChange]], list_id: int | None) -> int:
@@ -169,6 +165,9 @@ async def _write_batch(db: Database, project_id: int, batch: list[tuple[int, Use
             fast = [c for _, c in batch if c.anonymous_id is None]
             slow = [c for _, c in batch if c.anonymous_id is not None]
             ids = await _stage_and_merge(session, project_id, fast) if fast else []
+            if ids:
+                # The staged merge bypasses upsert_users: keep dynamic lists current here.
+                await on_users_changed(session, project_id, ids)
         else:
             slow = [c for _, c in batch]
             ids = []

@@ -6,6 +6,7 @@ from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.events.models import Event
+from clarion.lists.service import move_memberships
 from clarion.subscriptions.models import UserSubscription
 from clarion.users.models import User, UserSession
 
@@ -28,4 +29,6 @@ async def merge_users(session: AsyncSession, source_id: int, target_id: int) -> 
         .values(user_id=target_id)
     )
     await session.execute(delete(UserSubscription).where(UserSubscription.user_id == source_id))
+    project_id = (await session.execute(select(User.project_id).where(User.id == target_id))).scalar_one()
+    await move_memberships(session, project_id, source_id, target_id)
     await session.execute(delete(User).where(User.id == source_id))

@@ -11,6 +11,7 @@ from sqlalchemy import or_, select
 from clarion.api.context import ProjectContext, project_ctx
 from clarion.api.errors import ApiError, ErrorCode, not_found
 from clarion.api.pagination import Paged, PageParams, page_params, paginate
+from clarion.lists.queries import member_of
 from clarion.users import service
 from clarion.users.batch import check_array, echo_ids, parse_user_items
 from clarion.users.jobs import UPSERT_JOB
@@ -25,10 +26,15 @@ UserId = Path(alias="userId", min_length=1, max_length=255, description="The use
 
 @router.get("/users", response_model=Paged[UserOut], operation_id="listUsers")
 async def list_users(
-    response: Response, ctx: ProjectContext = project_ctx(), params: PageParams = Depends(page_params)
+    response: Response,
+    ctx: ProjectContext = project_ctx(),
+    params: PageParams = Depends(page_params),
+    list_id: int | None = Query(default=None, ge=1, le=2**63 - 1, description="Only members of this list."),
 ) -> Any:
     async with ctx.read() as session:
         stmt = select(User)
+        if list_id is not None:
+            stmt = stmt.where(member_of(ctx.project_id, list_id))
         if params.q:
             term = params.q.strip()
             like = f"%{term}%"

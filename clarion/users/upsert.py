@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clarion.core.clock import utcnow
 from clarion.core.sql import dialect_name
 from clarion.dataschema.service import collect_paths, record_paths
+from clarion.lists.service import on_users_changed
 from clarion.users.merge import merge_users
 from clarion.users.models import User
 from clarion.users.validation import UserChange, deep_merge
@@ -232,6 +233,12 @@ async def upsert_users(session: AsyncSession, project_id: int, changes: list[Use
             collect_paths("user", "", change.data, paths)
         if paths:
             await record_paths(session, project_id, paths)
+        changed = sorted(
+            {int(plan.records[pos]["id"]) for pos in plan.dirty | set(plan.new) if plan.records[pos].get("id")}
+        )
+        if changed:
+            # Dynamic lists that read user fields follow the change in this transaction.
+            await on_users_changed(session, project_id, changed)
         return [plan.records[pos] for pos in plan.per_item]
     assert last_error is not None
     raise last_error

@@ -17,7 +17,7 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from clarion.api.errors import ErrorCode
-from clarion.api.schemas import _check_timezone
+from clarion.api.schemas import _check_timezone, contains_nul
 
 LOCALE_RE = re.compile(r"^[a-z]{2,3}(-[A-Z]{2})?$")
 IDENTIFIER_MAX = 255
@@ -160,6 +160,8 @@ def parse_user_item(item: Any) -> UserChange:
     """Validate one ``UserUpsertItem``; raise :class:`ItemInvalid` with a precise reason."""
     if not isinstance(item, dict):
         raise ItemInvalid(ErrorCode.parameter_invalid_format, "Each item must be an object.")
+    if contains_nul(item):
+        raise ItemInvalid(ErrorCode.parameter_invalid_format, "Text must not contain NUL (\\u0000) characters.")
     unknown = sorted(set(item) - ITEM_FIELDS)
     if unknown:
         raise ItemInvalid(ErrorCode.parameter_unknown, f"{unknown[0]}: unknown field.")
