@@ -6,7 +6,15 @@ import importlib
 import sys
 
 # Each module exposes ``main() -> None`` and prints its figure, its baseline and the ratio.
-BENCHMARKS = ["bench.smtp", "bench.render_mime", "bench.webhooks"]
+BENCHMARKS = [
+    "bench.users_batch",
+    "bench.events",
+    "bench.csv_import",
+    "bench.lists",
+    "bench.render_mime",
+    "bench.smtp",
+    "bench.webhooks",
+]
 
 
 def main(argv: list[str]) -> None:

@@ -17,10 +17,12 @@ from clarion.core.db import Database
 from clarion.core.migrations import migrate
 from clarion.core.registry import load_models
 from clarion.core.settings import get_settings
+from clarion.imports.cli import import_app
 
 app = typer.Typer(help="Clarion: self-hosted multi-channel messaging.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(import_app, name="import")
 console = Console()
 T = TypeVar("T")
 

@@ -227,7 +227,13 @@ async def test_tracking_endpoints(client: httpx.AsyncClient, db: Database, app: 
     r = await client.post(f"/p/{prefs}", data={f"sub_{sub_id}": "1"})
     assert r.status_code == 200
     async with db.transaction(project_id=p) as s:
-        state = (await s.execute(select(UserSubscription.state).where(UserSubscription.user_id == user_id))).scalar()
+        state = (
+            await s.execute(
+                select(UserSubscription.state).where(
+                    UserSubscription.user_id == user_id, UserSubscription.subscription_id == sub_id
+                )
+            )
+        ).scalar()
     assert state == 1
     assert (await client.get(f"/p/{prefs[:-2]}xx")).status_code == 404
 

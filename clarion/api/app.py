@@ -28,24 +28,36 @@ def client_routers() -> list[APIRouter]:
     """Routers mounted under ``/api/client``; each domain adds its router here."""
     from clarion.campaigns.router import router as campaigns_router
     from clarion.delivery.router import router as delivery_router
+    from clarion.dataschema.router import router as dataschema_router
+    from clarion.events.router import router as events_router
+    from clarion.imports.router import router as imports_router
     from clarion.keys.router import client as keys_client
+    from clarion.lists.router import router as lists_router
     from clarion.locales.router import router as locales_router
     from clarion.orgs.router import client as orgs_client
     from clarion.providers.router import router as captured_router
+    from clarion.subscriptions.router import router as subscriptions_router
     from clarion.tags.router import router as tags_router
     from clarion.templates.router import router as templates_router
+    from clarion.users.router import router as users_router
     from clarion.webhooks.router import router as webhooks_router
 
     return [
         orgs_client,
         keys_client,
         tags_router,
+        imports_router,
+        users_router,
+        events_router,
+        subscriptions_router,
+        dataschema_router,
         captured_router,
         templates_router,
         locales_router,
         webhooks_router,
         campaigns_router,
         delivery_router,
+        lists_router,
     ]
 
 

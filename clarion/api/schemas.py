@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -11,6 +11,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 _BCP47 = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-(?:[A-Za-z]{2}|[0-9]{3}))?$")
 _TIMEZONES = available_timezones()
+
+
+def utc_representable(value: datetime) -> bool:
+    """Whether an instant can be stored as UTC (offsets near year 1 or 9999 overflow)."""
+    try:
+        value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except (OverflowError, ValueError):
+        return False
+    return True
 
 
 def contains_nul(value: Any) -> bool:
@@ -36,6 +45,13 @@ class RequestModel(BaseModel):
         if contains_nul(data):
             raise ValueError("text must not contain NUL (\\u0000) characters")
         return data
+
+    @model_validator(mode="after")
+    def _utc_representable(self) -> Any:
+        for name, value in self.__dict__.items():
+            if isinstance(value, datetime) and not utc_representable(value):
+                raise ValueError(f"{name}: the instant is outside the supported range")
+        return self
 
 
 class ResponseModel(BaseModel):

@@ -24,6 +24,7 @@ MODEL_MODULES = [
     "clarion.locales.models",
     "clarion.templates.models",
     "clarion.webhooks.models",
+    "clarion.lists.models",
 ]
 
 
@@ -33,7 +34,12 @@ def load_models() -> None:
 
 
 # Modules that register background-job handlers with @job_handler.
-JOB_MODULES: list[str] = []
+JOB_MODULES: list[str] = [
+    "clarion.users.jobs",
+    "clarion.dataschema.rebuild",
+    "clarion.imports.jobs",
+    "clarion.lists.jobs",
+]
 
 
 def load_job_handlers() -> None:

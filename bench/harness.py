@@ -1,0 +1,154 @@
+"""Shared benchmark plumbing: a throw-away PostgreSQL database, a real uvicorn server in a
+subprocess, concurrent HTTP clients, and a timing helper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+PG_ADMIN_URL = os.environ.get("CLARION_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+SERVER_WORKERS = int(os.environ.get("CLARION_BENCH_WORKERS", "2"))
+CLIENTS = int(os.environ.get("CLARION_BENCH_CLIENTS", "8"))
+
+
+@dataclass
+class Env:
+    database_url: str
+    db_name: str
+    project_id: int
+    secret_key: str
+    publishable_key: str
+    base_url: str = ""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def environment(tmp: Path) -> AsyncIterator[Env]:
+    """A fresh migrated database with one project, and a uvicorn server on a free port."""
+    from clarion.core.db import Database
+    from clarion.core.migrations import migrate
+    from clarion.core.registry import load_models
+    from clarion.core.settings import Settings
+    from clarion.orgs.bootstrap import bootstrap
+
+    name = f"clarion_bench_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        load_models()
+        db = Database(Settings(database_url=url, data_dir=tmp, secret_key="bench"))
+        await migrate(db)
+        result = await bootstrap(db, org_name="bench", project_name="bench")
+        await db.dispose()
+        env = Env(url, name, result.project_id, result.secret_key, result.publishable_key)
+        port = _free_port()
+        server_env = {
+            **os.environ,
+            "CLARION_DATABASE_URL": url,
+            "CLARION_DATA_DIR": str(tmp),
+            "CLARION_SECRET_KEY": "bench",
+            "CLARION_RATE_LIMIT_ENABLED": "false",
+            "CLARION_LOG_LEVEL": "warning",
+            "CLARION_DB_POOL_SIZE": "10",
+        }
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "clarion.api.app:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(SERVER_WORKERS),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=server_env,
+        )
+        env.base_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient() as client:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{env.base_url}/health")).status_code == 200:
+                        break
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("server did not start")
+                await asyncio.sleep(0.2)
+        yield env
+    finally:
+        if proc is not None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=20)
+            if proc.poll() is None:
+                proc.kill()
+        admin = await asyncpg.connect(PG_ADMIN_URL)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def run_clients(batches: list[Any], send: Callable[[Any], Awaitable[None]], clients: int = CLIENTS) -> float:
+    """Send every batch through ``clients`` concurrent workers; return elapsed seconds."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    for batch in batches:
+        queue.put_nowait(batch)
+
+    async def worker() -> None:
+        while not queue.empty():
+            await send(queue.get_nowait())
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return time.perf_counter() - start
+
+
+async def http_clients(
+    env: Env, method: str, path: str, headers: dict[str, str], batches: list[Any], expect: set[int]
+) -> float:
+    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+    async with httpx.AsyncClient(base_url=env.base_url, limits=limits, timeout=60) as client:
+
+        async def send(batch: Any) -> None:
+            r = await client.request(method, path, json=batch, headers=headers)
+            if r.status_code not in expect:
+                raise RuntimeError(f"{path}: {r.status_code} {r.text[:300]}")
+
+        return await run_clients(batches, send)
+
+
+def report(what: str, count: int, elapsed: float, baseline_elapsed: float, target: float) -> None:
+    rate = count / elapsed
+    base = count / baseline_elapsed
+    print(
+        f"  {what}: {count} in {elapsed:.2f}s = {rate:,.0f}/s (target {target:,.0f}/s: "
+        f"{'met' if rate >= target else 'NOT met'})"
+    )
+    print(f"  baseline: {count} in {baseline_elapsed:.2f}s = {base:,.0f}/s")
+    print(f"  ratio clarion/baseline = {rate / base:.3f}", flush=True)

@@ -1,0 +1,1 @@
+"""Lists: static membership lists and dynamic (rule-tree) segments."""

@@ -1,0 +1,244 @@
+"""The one user upsert every write path uses (batch API, async PATCH, events, imports).
+
+Per call: one SELECT of every user the batch names (``FOR UPDATE`` on PostgreSQL when the batch
+changes profiles), the identity decisions in Python (items apply in order, so repeats within a
+batch accumulate), then at most one multi-row INSERT and one executemany UPDATE. A concurrent
+insert of the same identity surfaces as a unique violation; the savepoint is rolled back and the
+whole batch re-planned against the now-visible rows.
+
+Identity rules (``external_id`` is the upsert key):
+- external only / anonymous only: update that user, or create it.
+- both, neither known: create one user carrying both.
+- both, only the external user known: it takes the anonymous id (if no other user holds it).
+- both, only an anonymous user known that has no external id: it is identified in place.
+- both, each known as a different user, the anonymous one unidentified: the anonymous user is
+  merged into the identified one (events, subscription states move; see ``merge_users``).
+- an anonymous id already held by a *different identified* user is left where it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.core.clock import utcnow
+from clarion.core.sql import dialect_name
+from clarion.dataschema.service import collect_paths, record_paths
+from clarion.lists.service import on_users_changed
+from clarion.users.merge import merge_users
+from clarion.users.models import User
+from clarion.users.validation import UserChange, deep_merge
+
+USERS: Table = User.__table__  # type: ignore[assignment]
+COLUMNS = [c.name for c in USERS.columns]
+_MUTABLE = ("external_id", "anonymous_id", "email", "phone", "timezone", "locale", "data")
+
+
+@dataclass
+class _Plan:
+    records: list[dict[str, Any]] = field(default_factory=list)  # every record touched, by position
+    dirty: set[int] = field(default_factory=set)  # positions of existing records to UPDATE
+    new: list[int] = field(default_factory=list)  # positions of records to INSERT
+    merges: list[tuple[int, int]] = field(default_factory=list)  # (source position, target position)
+    per_item: list[int] = field(default_factory=list)  # item index -> record position
+
+
+def _apply(record: dict[str, Any], change: UserChange) -> bool:
+    changed = False
+    for name, value in change.fields.items():
+        if name in change.fill_only and record.get(name):
+            continue
+        if record.get(name) != value:
+            record[name] = value
+            changed = True
+    if change.data:
+        merged = deep_merge(record.get("data") or {}, change.data)
+        if merged != record.get("data"):
+            record["data"] = merged
+            changed = True
+    return changed
+
+
+def _plan(rows: list[dict[str, Any]], changes: list[UserChange]) -> _Plan:
+    plan = _Plan()
+    by_ext: dict[str, int] = {}
+    by_anon: dict[str, int] = {}
+    for row in rows:
+        pos = len(plan.records)
+        plan.records.append(dict(row))
+        if row["external_id"] is not None:
+            by_ext[row["external_id"]] = pos
+        if row["anonymous_id"] is not None:
+            by_anon[row["anonymous_id"]] = pos
+    merged_away: set[int] = set()
+
+    def create(ext: str | None, anon: str | None) -> int:
+        pos = len(plan.records)
+        plan.records.append({"id": None, "external_id": ext, "anonymous_id": anon, "data": {}})
+        plan.new.append(pos)
+        if ext is not None:
+            by_ext[ext] = pos
+        if anon is not None:
+            by_anon[anon] = pos
+        return pos
+
+    def touch(pos: int) -> None:
+        if plan.records[pos]["id"] is not None:
+            plan.dirty.add(pos)
+
+    for change in changes:
+        ext, anon = change.external_id, change.anonymous_id
+        e_pos = by_ext.get(ext) if ext is not None else None
+        a_pos = by_anon.get(anon) if anon is not None else None
+        if ext is None:
+            pos = a_pos if a_pos is not None else create(None, anon)
+        elif anon is None:
+            pos = e_pos if e_pos is not None else create(ext, None)
+        elif e_pos is None and a_pos is None:
+            pos = create(ext, anon)
+        elif a_pos is None:
+            assert e_pos is not None
+            pos = e_pos
+            if plan.records[pos]["anonymous_id"] != anon:
+                old = plan.records[pos]["anonymous_id"]
+                if old is not None:
+                    by_anon.pop(old, None)
+                plan.records[pos]["anonymous_id"] = anon
+                by_anon[anon] = pos
+                touch(pos)
+        elif e_pos is None:
+            anon_record = plan.records[a_pos]
+            if anon_record["external_id"] is None:
+                pos = a_pos
+                anon_record["external_id"] = ext
+                by_ext[ext] = pos
+                touch(pos)
+            else:
+                pos = create(ext, None)
+        elif e_pos == a_pos:
+            pos = e_pos
+        else:
+            pos = e_pos
+            anon_record = plan.records[a_pos]
+            if anon_record["external_id"] is None:
+                # The anonymous visitor identified as an existing user: fold it in.
+                anon_record["anonymous_id"] = None
+                target = plan.records[pos]
+                target["data"] = deep_merge(anon_record.get("data") or {}, target.get("data") or {})
+                for name in ("email", "phone", "timezone", "locale"):
+                    if not target.get(name) and anon_record.get(name):
+                        target[name] = anon_record[name]
+                old = target["anonymous_id"]
+                if old is not None:
+                    by_anon.pop(old, None)
+                target["anonymous_id"] = anon
+                by_anon[anon] = pos
+                if anon_record["id"] is None:
+                    plan.new.remove(a_pos)
+                else:
+                    plan.merges.append((a_pos, pos))
+                    merged_away.add(a_pos)
+                plan.dirty.discard(a_pos)
+                touch(pos)
+        if _apply(plan.records[pos], change):
+            touch(pos)
+        plan.per_item.append(pos)
+    return plan
+
+
+async def _select(
+    session: AsyncSession, project_id: int, changes: list[UserChange], *, lock: bool
+) -> list[dict[str, Any]]:
+    externals = sorted({c.external_id for c in changes if c.external_id is not None})
+    anonymous = sorted({c.anonymous_id for c in changes if c.anonymous_id is not None})
+    conditions = []
+    if externals:
+        conditions.append(USERS.c.external_id.in_(externals))  # ux_users_project_external
+    if anonymous:
+        conditions.append(USERS.c.anonymous_id.in_(anonymous))  # ux_users_project_anonymous
+    stmt = select(USERS).where(USERS.c.project_id == project_id, or_(*conditions)).order_by(USERS.c.id)
+    if lock and dialect_name(session) == "postgresql":
+        stmt = stmt.with_for_update()
+    connection = await session.connection()  # Core path: project_id is filtered explicitly above
+    return [dict(r._mapping) for r in await connection.execute(stmt)]
+
+
+async def _execute(session: AsyncSession, project_id: int, plan: _Plan) -> None:
+    now = utcnow()
+    for source, target in plan.merges:
+        await merge_users(session, plan.records[source]["id"], plan.records[target]["id"])
+    dirty = [plan.records[pos] for pos in sorted(plan.dirty)]
+    if dirty:
+        stmt = (
+            update(USERS)
+            .where(USERS.c.id == bindparam("_id"), USERS.c.project_id == project_id)
+            .values({name: bindparam(f"_{name}") for name in (*_MUTABLE, "updated_at")})
+        )
+        params = []
+        for record in dirty:
+            record["updated_at"] = now
+            params.append({"_id": record["id"], **{f"_{n}": record.get(n) for n in (*_MUTABLE, "updated_at")}})
+        await (await session.connection()).execute(stmt, params)
+
+    if plan.new:
+        values: list[dict[str, Any]] = []
+        for pos in plan.new:
+            record = plan.records[pos]
+            values.append(
+                {
+                    "project_id": project_id,
+                    "external_id": record.get("external_id"),
+                    "anonymous_id": record.get("anonymous_id"),
+                    "email": record.get("email"),
+                    "phone": record.get("phone"),
+                    "timezone": record.get("timezone"),
+                    "locale": record.get("locale"),
+                    "data": record.get("data") or {},
+                    "devices": [],
+                    "has_push_device": False,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        result = await (await session.connection()).execute(
+            USERS.insert().returning(USERS.c.id, sort_by_parameter_order=True), values
+        )
+        for pos, row, inserted in zip(plan.new, result, values, strict=True):
+            plan.records[pos].update(inserted)
+            plan.records[pos]["id"] = row[0]
+
+
+async def upsert_users(session: AsyncSession, project_id: int, changes: list[UserChange]) -> list[dict[str, Any]]:
+    """Apply ``changes`` in order; return each item's resulting user row (as a dict)."""
+    if not changes:
+        return []
+    lock = any(c.changes_profile for c in changes)
+    last_error: IntegrityError | None = None
+    for _attempt in range(4):
+        rows = await _select(session, project_id, changes, lock=lock)
+        plan = _plan(rows, changes)
+        try:
+            if plan.new or plan.dirty or plan.merges:  # reads of known users need no savepoint
+                async with session.begin_nested():
+                    await _execute(session, project_id, plan)
+        except IntegrityError as exc:  # a concurrent writer created one of these identities
+            last_error = exc
+            continue
+        paths: dict[tuple[str, str, str], str] = {}
+        for change in changes:
+            collect_paths("user", "", change.data, paths)
+        if paths:
+            await record_paths(session, project_id, paths)
+        changed = sorted(
+            {int(plan.records[pos]["id"]) for pos in plan.dirty | set(plan.new) if plan.records[pos].get("id")}
+        )
+        if changed:
+            # Dynamic lists that read user fields follow the change in this transaction.
+            await on_users_changed(session, project_id, changed)
+        return [plan.records[pos] for pos in plan.per_item]
+    assert last_error is not None
+    raise last_error
