@@ -27,8 +27,8 @@ async def make_setup(db: Database, tenant: Tenant) -> Setup:
     async with db.transaction(project_id=tenant.project_id) as session:
         email_sub = Subscription(name="Marketing", channel="email", is_public=True)
         text_sub = Subscription(name="SMS", channel="text", is_public=False)
-        email_provider = Provider(type="capture", name="Capture email", group="email", is_default=True)
-        text_provider = Provider(type="capture", name="Capture text", group="text", is_default=True)
+        email_provider = Provider(type="capture", name="Capture email", group="email", is_default=False)
+        text_provider = Provider(type="capture", name="Capture text", group="text", is_default=False)
         session.add_all([email_sub, text_sub, email_provider, text_provider])
         await session.flush()
         return Setup(email_sub.id, text_sub.id, email_provider.id, text_provider.id)

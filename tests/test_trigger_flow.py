@@ -5,17 +5,22 @@ provider, and every step is visible through the API."""
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from email import message_from_string, policy
 from typing import Any
 
 import httpx
+import orjson
 import pytest_asyncio
 
+from clarion.api.app import create_app
 from clarion.core.db import Database
 from clarion.delivery.sender import MessageSource
+from clarion.webhooks.dispatch import WebhookSource
 from clarion.worker.jobs import JobSource
-from tests.conftest import Tenant, assert_problem
+from tests.conftest import Backend, Tenant, assert_problem, free_port, make_settings, new_tenant
+from tests.webhook_receiver import Receiver, verifies, wait_for
 
 
 @dataclass
@@ -55,7 +60,7 @@ async def make_campaign(client: httpx.AsyncClient, tenant: Tenant, *, type_: str
             "data": {
                 "from": {"name": "Clarion", "address": "hello@example.com"},
                 "subject": "Hi {{ user.first_name }} — {{ event.product }}{{ user.nothing_here }}",
-                "html": "<p>Hello {{ user.first_name }}, tier {{ user.data.tier }}</p><a href=\"https://example.com/x\">x</a>",
+                "html": '<p>Hello {{ user.first_name }}, tier {{ user.data.tier }}</p><a href="https://example.com/x">x</a>',
                 "editor": "code",
             },
         },
@@ -68,7 +73,9 @@ async def make_campaign(client: httpx.AsyncClient, tenant: Tenant, *, type_: str
 @pytest_asyncio.fixture
 async def ready(client: httpx.AsyncClient, tenant: Tenant) -> Ready:
     r = await make_campaign(client, tenant)
-    scheduled = await client.patch(f"/api/client/campaigns/{r.campaign_id}", json={"state": "scheduled"}, headers=tenant.sk)
+    scheduled = await client.patch(
+        f"/api/client/campaigns/{r.campaign_id}", json={"state": "scheduled"}, headers=tenant.sk
+    )
     assert scheduled.status_code == 200, scheduled.text
     return r
 
@@ -83,18 +90,28 @@ async def drain(db: Database) -> None:
 async def test_draft_campaign_cannot_be_triggered(client: httpx.AsyncClient, tenant: Tenant) -> None:
     r = await make_campaign(client, tenant)
     body = assert_problem(
-        await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", json={"user": {"external_id": "u1"}, "event": {}}, headers=tenant.sk),
+        await client.post(
+            f"/api/client/campaigns/{r.campaign_id}/trigger",
+            json={"user": {"external_id": "u1"}, "event": {}},
+            headers=tenant.sk,
+        ),
         409,
         "state_conflict",
     )
     assert "scheduled" in body["message"]
 
 
-async def test_per_call_recipients_render_and_leave(client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database) -> None:
+async def test_per_call_recipients_render_and_leave(
+    client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database
+) -> None:
     # u3 has no email (skipped: no_address); u4 unsubscribed; u1 twice → one message.
-    await client.post("/api/client/users/batch", json=[{"external_id": "u4", "email": "u4@example.com"}], headers=tenant.sk)
+    await client.post(
+        "/api/client/users/batch", json=[{"external_id": "u4", "email": "u4@example.com"}], headers=tenant.sk
+    )
     await client.patch(
-        "/api/client/users/u4/subscriptions", json=[{"subscription_id": ready.subscription_id, "state": 0}], headers=tenant.sk
+        "/api/client/users/u4/subscriptions",
+        json=[{"subscription_id": ready.subscription_id, "state": 0}],
+        headers=tenant.sk,
     )
     body = {
         "users": [
@@ -122,30 +139,60 @@ async def test_per_call_recipients_render_and_leave(client: httpx.AsyncClient, t
     mime = message_from_string(ada["mime"], policy=policy.default)
     assert mime["Subject"] == "Hi Ada — Rocket"  # per-call attribute + event; unknown variable blank
     html = next(p for p in mime.walk() if p.get_content_type() == "text/html").get_content()
-    assert "tier gold" in html and "List-Unsubscribe" in str(mime.keys()) or mime["List-Unsubscribe"]
+    assert ("tier gold" in html and "List-Unsubscribe" in str(mime.keys())) or mime["List-Unsubscribe"]
     u1_message = next(m["message_id"] for m in out["messages"] if m["external_id"] == "u1")
     timeline = (await client.get(f"/api/client/messages/{u1_message}", headers=tenant.sk)).json()
     assert [e["type"] for e in timeline["events"]] == ["queued", "sent", "delivered"]
-    progress = (await client.get(f"/api/client/campaigns/{ready.campaign_id}/triggers/{out['trigger_id']}", headers=tenant.sk)).json()
+    progress = (
+        await client.get(f"/api/client/campaigns/{ready.campaign_id}/triggers/{out['trigger_id']}", headers=tenant.sk)
+    ).json()
     assert progress["messages"] == {"delivered": 2, "skipped": 2}
     campaign = (await client.get(f"/api/client/campaigns/{ready.campaign_id}", headers=tenant.sk)).json()
-    assert campaign["delivery"]["sent"] == 2 and campaign["delivery"]["skipped"] == 2 and campaign["delivery"]["total"] == 4
+    assert (
+        campaign["delivery"]["sent"] == 2
+        and campaign["delivery"]["skipped"] == 2
+        and campaign["delivery"]["total"] == 4
+    )
 
 
-async def test_one_user_shape_and_body_errors(client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database) -> None:
+async def test_one_user_shape_and_body_errors(
+    client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database
+) -> None:
     url = f"/api/client/campaigns/{ready.campaign_id}/trigger"
-    one = await client.post(url, json={"user": {"external_id": "solo", "email": "solo@example.com"}, "event": {"product": "X"}}, headers=tenant.sk)
+    one = await client.post(
+        url,
+        json={"user": {"external_id": "solo", "email": "solo@example.com"}, "event": {"product": "X"}},
+        headers=tenant.sk,
+    )
     assert one.status_code == 200, one.text
     assert [m["external_id"] for m in one.json()["messages"]] == ["solo"]
-    assert_problem(await client.post(url, json={"user": {"external_id": "a"}, "users": [{"external_id": "b"}]}, headers=tenant.sk), 422, "validation_failed")
-    body = assert_problem(await client.post(url, json={"users": [{"external_id": "a"}, {"first_name": "nobody"}]}, headers=tenant.sk), 422, "validation_failed")
+    assert_problem(
+        await client.post(url, json={"user": {"external_id": "a"}, "users": [{"external_id": "b"}]}, headers=tenant.sk),
+        422,
+        "validation_failed",
+    )
+    body = assert_problem(
+        await client.post(url, json={"users": [{"external_id": "a"}, {"first_name": "nobody"}]}, headers=tenant.sk),
+        422,
+        "validation_failed",
+    )
     assert body["param"] == "users.1"
-    assert_problem(await client.post(url, json={"users": [{"external_id": f"x{i}"} for i in range(1001)]}, headers=tenant.sk), 422, "validation_failed")
+    assert_problem(
+        await client.post(url, json={"users": [{"external_id": f"x{i}"} for i in range(1001)]}, headers=tenant.sk),
+        422,
+        "validation_failed",
+    )
     assert_problem(await client.post(url, json={"users": []}, headers=tenant.sk), 422, "validation_failed")
-    assert_problem(await client.post(url, json={"user": {"email": "no-external@example.com"}}, headers=tenant.sk), 422, "validation_failed")
+    assert_problem(
+        await client.post(url, json={"user": {"email": "no-external@example.com"}}, headers=tenant.sk),
+        422,
+        "validation_failed",
+    )
 
 
-async def test_same_idempotency_key_never_sends_twice(client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database) -> None:
+async def test_same_idempotency_key_never_sends_twice(
+    client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database
+) -> None:
     url = f"/api/client/campaigns/{ready.campaign_id}/trigger"
     body = {"users": [{"external_id": f"i{i}", "email": f"i{i}@example.com"} for i in range(5)]}
     headers = {**tenant.sk, "Idempotency-Key": "launch-1"}
@@ -158,20 +205,101 @@ async def test_same_idempotency_key_never_sends_twice(client: httpx.AsyncClient,
     assert sorted(c["to"] for c in captured) == sorted(f"i{i}@example.com" for i in range(5))
 
 
-async def test_audience_trigger_materialises_lists_minus_exclusions(client: httpx.AsyncClient, tenant: Tenant, db: Database) -> None:
+async def test_audience_trigger_materialises_lists_minus_exclusions(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
     users = [{"external_id": f"a{i}", "email": f"a{i}@example.com"} for i in range(30)]
     await client.post("/api/client/users/batch", json=users, headers=tenant.sk)
     main = (await client.post("/api/client/lists", json={"name": "All", "type": "static"}, headers=tenant.sk)).json()
-    vip = (await client.post("/api/client/lists", json={"name": "Excluded", "type": "static"}, headers=tenant.sk)).json()
-    await client.post(f"/api/client/lists/{main['id']}/users", json={"external_ids": [u["external_id"] for u in users]}, headers=tenant.sk)
+    vip = (
+        await client.post("/api/client/lists", json={"name": "Excluded", "type": "static"}, headers=tenant.sk)
+    ).json()
+    await client.post(
+        f"/api/client/lists/{main['id']}/users",
+        json={"external_ids": [u["external_id"] for u in users]},
+        headers=tenant.sk,
+    )
     await client.post(f"/api/client/lists/{vip['id']}/users", json={"external_ids": ["a0", "a1"]}, headers=tenant.sk)
     r = await make_campaign(client, tenant, type_="blast", list_ids=[main["id"]], exclusion_list_ids=[vip["id"]])
-    assert (await client.patch(f"/api/client/campaigns/{r.campaign_id}", json={"state": "scheduled"}, headers=tenant.sk)).status_code == 200
-    fired = await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", json={"event": {"product": "Blast"}}, headers=tenant.sk)
+    assert (
+        await client.patch(f"/api/client/campaigns/{r.campaign_id}", json={"state": "scheduled"}, headers=tenant.sk)
+    ).status_code == 200
+    fired = await client.post(
+        f"/api/client/campaigns/{r.campaign_id}/trigger", json={"event": {"product": "Blast"}}, headers=tenant.sk
+    )
     assert fired.status_code == 200, fired.text
     assert fired.json()["messages"] is None
     await drain(db)
-    progress = (await client.get(f"/api/client/campaigns/{r.campaign_id}/triggers/{fired.json()['trigger_id']}", headers=tenant.sk)).json()
+    progress = (
+        await client.get(
+            f"/api/client/campaigns/{r.campaign_id}/triggers/{fired.json()['trigger_id']}", headers=tenant.sk
+        )
+    ).json()
     assert progress["state"] == "ready" and progress["recipients"] == 28 and progress["messages"] == {"delivered": 28}
     captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
     assert len(captured) == 28 and "a0@example.com" not in {c["to"] for c in captured}
+    ids = {c["message_id"] for c in captured}
+    assert len(ids) == 28 and all(re.fullmatch(r"msg_[0-9A-HJKMNP-TV-Z]{26}", i) for i in ids)
+
+
+async def test_delivery_events_reach_a_signed_webhook(backend: Backend) -> None:
+    """The seed's last step: webhook events tied back to the campaign, trigger and recipient."""
+    app = create_app(make_settings(backend, webhook_allow_private=True))
+    tenant = await new_tenant(app.state.db)
+    rec = Receiver(free_port()).start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            endpoint = (
+                await client.post(
+                    "/api/client/webhooks",
+                    json={
+                        "name": "hooks",
+                        "url": rec.url,
+                        "event_types": ["message.queued", "message.sent", "message.delivered", "message.skipped"],
+                    },
+                    headers=tenant.sk,
+                )
+            ).json()
+            r = await make_campaign(client, tenant)
+            await client.patch(f"/api/client/campaigns/{r.campaign_id}", json={"state": "scheduled"}, headers=tenant.sk)
+            fired = (
+                await client.post(
+                    f"/api/client/campaigns/{r.campaign_id}/trigger",
+                    json={"users": [{"external_id": "w1", "email": "w1@example.com"}, {"external_id": "w2"}]},
+                    headers=tenant.sk,
+                )
+            ).json()
+            db = app.state.db
+            await drain(db)
+            hooks = WebhookSource(db, app.state.settings)
+            try:
+                await wait_for(lambda: _drain_hooks(hooks, rec, 4))
+            finally:
+                await hooks.aclose()
+        payloads = [orjson.loads(req.body) for req in rec.requests]
+        assert len(payloads) == 4 and len({p["id"] for p in payloads}) == 4
+        assert all(verifies(req, endpoint["signing_secret"]) for req in rec.requests)
+        by_type: dict[str, list[dict[str, Any]]] = {}
+        for p in payloads:
+            by_type.setdefault(p["event_type"], []).append(p)
+        assert sorted(by_type) == ["message.delivered", "message.queued", "message.sent", "message.skipped"]
+        w1 = next(m for m in fired["messages"] if m["external_id"] == "w1")
+        delivered = by_type["message.delivered"][0]
+        assert delivered["id"].startswith("evt_") and delivered["project_id"] == tenant.project_id
+        assert delivered["data"]["message_id"] == w1["message_id"]
+        assert delivered["data"]["trigger_id"] == fired["trigger_id"]
+        assert delivered["data"]["campaign_id"] == r.campaign_id and delivered["data"]["channel"] == "email"
+        assert (
+            delivered["data"]["user"]["external_id"] == "w1" and delivered["data"]["user"]["email"] == "w1@example.com"
+        )
+        assert delivered["data"]["provider_id"] == r.provider_id
+        skipped = by_type["message.skipped"][0]
+        assert skipped["data"]["user"]["external_id"] == "w2" and skipped["data"]["reason"] == "no_address"
+    finally:
+        rec.stop()
+        await app.state.db.dispose()
+
+
+async def _drain_hooks(source: WebhookSource, rec: Receiver, expected: int) -> bool:
+    await source.run_once()
+    return len(rec.requests) >= expected

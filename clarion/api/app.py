@@ -27,8 +27,8 @@ from clarion.tracking.router import router as tracking_router
 def client_routers() -> list[APIRouter]:
     """Routers mounted under ``/api/client``; each domain adds its router here."""
     from clarion.campaigns.router import router as campaigns_router
-    from clarion.delivery.router import router as delivery_router
     from clarion.dataschema.router import router as dataschema_router
+    from clarion.delivery.router import router as delivery_router
     from clarion.events.router import router as events_router
     from clarion.imports.router import router as imports_router
     from clarion.keys.router import client as keys_client

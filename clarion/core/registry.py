@@ -39,6 +39,7 @@ JOB_MODULES: list[str] = [
     "clarion.dataschema.rebuild",
     "clarion.imports.jobs",
     "clarion.lists.jobs",
+    "clarion.delivery.audience",
 ]
 
 

@@ -19,9 +19,11 @@ from clarion.core.clock import utcnow
 from clarion.core.sql import insert_for
 from clarion.delivery.ids_sql import prefixed_id_sql
 from clarion.delivery.models import Message, MessageEvent, Trigger
+from clarion.delivery.webhook_fanout import AppendedEvent, fan_out
 from clarion.lists.queries import audience_user_ids
 from clarion.subscriptions.eligibility import ineligibility_reason
 from clarion.users.models import User
+from clarion.webhooks import queries as webhook_queries
 from clarion.worker.jobs import JobContext, enqueue_job, job_handler
 
 MATERIALISE_JOB = "trigger.materialise"
@@ -114,10 +116,22 @@ async def materialise_chunk(
             ).where(in_chunk),
         )
     )
-    counts = dict(
-        (await session.execute(select(MESSAGES.c.state, func.count()).where(in_chunk).group_by(MESSAGES.c.state))).all()
-    )
-    total = sum(int(v) for v in counts.values())
+    if await webhook_queries.active_subscriptions(session, campaign.project_id):
+        appended = (
+            await session.execute(
+                select(EVENTS.c.public_id, EVENTS.c.message_id, EVENTS.c.type, EVENTS.c.data)
+                .join(MESSAGES, MESSAGES.c.id == EVENTS.c.message_id)
+                .where(in_chunk)
+            )
+        ).all()
+        await fan_out(session, [AppendedEvent(p, campaign.project_id, m, t, d, now) for p, m, t, d in appended])
+    counts: dict[str, int] = {
+        str(state): int(n)
+        for state, n in (
+            await session.execute(select(MESSAGES.c.state, func.count()).where(in_chunk).group_by(MESSAGES.c.state))
+        ).all()
+    }
+    total = sum(counts.values())
     skipped = int(counts.get("skipped", 0))
     await session.execute(
         update(Campaign)

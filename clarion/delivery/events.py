@@ -9,8 +9,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.campaigns.models import Campaign
+from clarion.core.clock import utcnow
 from clarion.core.ids import prefixed_ulid
 from clarion.delivery.models import MessageEvent
+from clarion.delivery.webhook_fanout import AppendedEvent, fan_out
 
 # The message lifecycle catalogue (§E3): `message.<type>` on the wire.
 MESSAGE_EVENT_TYPES = (
@@ -60,6 +62,7 @@ async def record_message_event(
             data=data,
         )
     )
+    await fan_out(session, [AppendedEvent(public_id, project_id, message_id, type, data, utcnow())])
     if counter is not None and first:
         column = getattr(Campaign, counter)
         await session.execute(

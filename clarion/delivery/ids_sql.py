@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal
+from sqlalchemy import BigInteger, ColumnElement, Integer, cast, func, literal
 from ulid import ULID
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 def _base32_digits(value: ColumnElement[Any], width: int) -> list[ColumnElement[Any]]:
-    digits = []
+    number = cast(value, BigInteger)
+    digits: list[ColumnElement[Any]] = []
     for position in range(width - 1, -1, -1):
-        index = (value // (32**position)) % 32 if position else value % 32
-        digits.append(func.substr(literal(CROCKFORD), index + 1, 1))
+        divisor = literal(32**position, BigInteger)
+        index = (number // divisor) % literal(32, BigInteger) if position else number % literal(32, BigInteger)
+        digits.append(func.substr(literal(CROCKFORD), cast(index + 1, Integer), 1))
     return digits
 
 

@@ -24,6 +24,7 @@ from clarion.core.ids import prefixed_ulid
 from clarion.core.queue import backoff_delay
 from clarion.core.sql import insert_for
 from clarion.delivery.models import Message, MessageEvent
+from clarion.delivery.webhook_fanout import AppendedEvent, fan_out
 from clarion.providers.base import SendResult
 from clarion.subscriptions.models import Suppression
 
@@ -107,6 +108,13 @@ async def record_outcomes(
         await session.execute(update(Message), rows, execution_options={"synchronize_session": False})
     if events:
         await session.execute(insert(MessageEvent), events)
+        await fan_out(
+            session,
+            [
+                AppendedEvent(e["public_id"], e["project_id"], e["message_id"], e["type"], e["data"], now)
+                for e in events
+            ],
+        )
     if suppress:
         now_values = [{**row, "created_at": now, "updated_at": now} for row in suppress]
         await session.execute(insert_for(session, Suppression).values(now_values).on_conflict_do_nothing())

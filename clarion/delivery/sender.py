@@ -84,7 +84,7 @@ class MessageSource:
             .group_by(probe.c.campaign_id, Campaign.provider_id, Provider.rate_limit, Provider.rate_interval)
         )
         async with self.db.transaction(readonly=True) as session:
-            return [tuple(row) for row in (await session.execute(stmt)).all()]  # type: ignore[misc]
+            return [(int(a), int(b), int(c), int(d), str(e)) for a, b, c, d, e in (await session.execute(stmt)).all()]
 
     async def run_once(self) -> int:
         handled = 0
@@ -166,7 +166,9 @@ class MessageSource:
         for item in rendered:
             row = by_id[item.message_id]
             if isinstance(item, RenderFailure):
-                outcomes.append((_sent(row, ""), SendResult(item.message_id, "failed", error=f"{item.reason}: {item.detail}")))
+                outcomes.append(
+                    (_sent(row, ""), SendResult(item.message_id, "failed", error=f"{item.reason}: {item.detail}"))
+                )
             else:
                 outgoing.append(item)
         if outgoing and await self._stopped(project_id, campaign_id):

@@ -22,6 +22,7 @@ from clarion.core.ids import prefixed_ulid
 from clarion.core.sql import insert_for
 from clarion.delivery.models import Message, MessageEvent, Trigger
 from clarion.delivery.trigger_schemas import CampaignTrigger, TriggeredMessage, TriggerRecipient, TriggerResponse
+from clarion.delivery.webhook_fanout import AppendedEvent, fan_out
 from clarion.subscriptions.eligibility import ineligibility_reason
 from clarion.users.models import User
 from clarion.users.upsert import upsert_users
@@ -132,7 +133,9 @@ async def create_trigger(
         ).scalar_one_or_none()
         if existing is not None:
             return await describe(session, existing)
-    recipients = body.users if body.users is not None else ([body.user] if body.user is not None else None)
+    recipients: list[TriggerRecipient] | None = (
+        list(body.users) if body.users is not None else ([body.user] if body.user is not None else None)
+    )
     kind = "users" if body.users is not None else ("user" if body.user is not None else "audience")
     trigger = Trigger(
         public_id=prefixed_ulid("trg"),
@@ -209,20 +212,22 @@ async def _per_call_messages(
             select(Message.id, Message.state, Message.skip_reason).where(Message.trigger_id == trigger.id)
         )
     ).all()
-    await session.execute(
-        insert(MessageEvent),
-        [
-            {
-                "public_id": prefixed_ulid("evt"),
-                "project_id": project_id,
-                "message_id": mid,
-                "campaign_id": campaign.id,
-                "type": state,
-                "data": {"reason": reason} if reason else None,
-                "created_at": now,
-            }
-            for mid, state, reason in created
-        ],
+    event_rows: list[dict[str, Any]] = [
+        {
+            "public_id": prefixed_ulid("evt"),
+            "project_id": project_id,
+            "message_id": mid,
+            "campaign_id": campaign.id,
+            "type": state,
+            "data": {"reason": reason} if reason else None,
+            "created_at": now,
+        }
+        for mid, state, reason in created
+    ]
+    await session.execute(insert(MessageEvent), event_rows)
+    await fan_out(
+        session,
+        [AppendedEvent(e["public_id"], project_id, e["message_id"], e["type"], e["data"], now) for e in event_rows],
     )
     skipped = sum(1 for _, state, _ in created if state == "skipped")
     trigger.recipients = len(created)

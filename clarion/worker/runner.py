@@ -24,11 +24,12 @@ class WorkSource(Protocol):
 def default_sources(db: Database) -> list[WorkSource]:
     """Every kind of due work this build knows about; domains add their sources here."""
     from clarion.core.registry import load_job_handlers
+    from clarion.delivery.sender import MessageSource
     from clarion.webhooks.dispatch import WebhookSource
     from clarion.worker.jobs import JobSource
 
     load_job_handlers()
-    return [JobSource(db), WebhookSource(db)]
+    return [JobSource(db), MessageSource(db), WebhookSource(db)]
 
 
 class Worker:
