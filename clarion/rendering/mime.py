@@ -154,7 +154,7 @@ def build_mime(parts: EmailParts, id_domain: str) -> bytes:
     if parts.html is None:
         lines.append("")
         return (CRLF.join(lines)).encode("utf-8") + _part("plain", parts.text)
-    boundary = "=_" + "".join(c for c in parts.message_id if c.isalnum())
+    boundary = "=_" + "".join(filter(str.isalnum, parts.message_id))
     lines.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
     lines.append("")
     lines.append("")
