@@ -88,6 +88,17 @@ PIECES = [
     "{% for item in event.items %}{{ item.name }}{% endfor %}",
     "{% raw %}{{ user.first_name }}{% endraw %}",
     "{% comment %}no{% endcomment %}",
+    "{# inline #}",
+    "{% unless user.flag %}u{% else %}{{ user.tags }}{% endunless %}",
+    "{% case user.n %}{% when 7 %}seven {{ user.first_name | upcase }}{% else %}other{% endcase %}",
+    "{% case user.first_name %}{% when 'x' %}x{% endcase %}",
+    "{% if user.flag %}{% assign first_name = 'Inner' %}{% endif %}",
+    "{% if __clarion_pixel %}px {{ __clarion_pixel }}{% elsif user.flag %}flag{% endif %}",
+    "{% if user.flag %}   {% endif %}",
+    "{% if user.n > 3 %}{{ user.n | divided_by: 0 }}{% endif %}",
+    "{% if partial %}p{% else %}{{ partial }}{% endif %}",
+    "{% increment counter %}",
+    "{% cycle 'a', 'b' %}",
 ]
 
 templates = st.lists(st.sampled_from(PIECES), max_size=8).map("".join)
@@ -120,8 +131,23 @@ def test_flat_plan_only_for_tag_free_templates() -> None:
     plan = flat_plan(compile_source("f", "a {{ x }} b {{ y | upcase }} c", html_field=True).bound)
     assert plan is not None and plan.chunks == ("a ", " b ", " c") and len(plan.slots) == 2
     assert flat_plan(compile_source("f", "no outputs", html_field=False).bound) == plan.__class__(("no outputs",), ())
-    for source in ("{% if x %}a{% endif %}", "{% assign a = 1 %}{{ a }}", "{% for i in (1..2) %}{{ i }}{% endfor %}"):
-        assert compile_source("f", source, html_field=True).plan is None
+    for source in (
+        "{% assign a = 1 %}{{ a }}",
+        "{% for i in (1..2) %}{{ i }}{% endfor %}",
+        "{% if x %}{% assign a = 1 %}{% endif %}",  # at any depth
+        "{% unless x %}{% capture a %}b{% endcapture %}{% endunless %}",
+        "{% case x %}{% when 1 %}{% increment n %}{% endcase %}",
+        "{% cycle 'a', 'b' %}",
+    ):
+        assert compile_source("f", source, html_field=True).plan is None, source
+    # Blocks that only evaluate expressions are rendered by their own node, in the plan.
+    blocks = flat_plan(
+        compile_source(
+            "f", "a{% if x %}{{ y }}{% else %}z{% endif %}b{% comment %}c{% endcomment %}", html_field=True
+        ).bound
+    )
+    assert blocks is not None and blocks.chunks == ("a", "b", "")
+    assert [slot.node is not None for slot in blocks.slots] == [True, True]
     raw = compile_source("f", "{% raw %}{{ x }}{% endraw %}", html_field=True).plan  # raw text is content
     assert raw is not None and raw.chunks == ("{{ x }}",) and not raw.slots
 

@@ -6,15 +6,18 @@ variables render as the empty string (python-liquid's default ``Undefined``).
 
 One message renders several templates over the same variables (an email: subject, preheader,
 HTML, text part), and they repeat the same few ``{{ user.x }}`` outputs many times. A template
-made only of text and output statements (no tags) therefore also gets a *flat plan*: its text
-chunks and its output expressions. :class:`MessageRender` renders such templates for one message
-by evaluating every output expression with python-liquid's own expression evaluation in a
-python-liquid ``RenderContext`` and stringifying it with python-liquid's own ``to_liquid_string``
-(which escapes in the auto-escaping environment), exactly as ``OutputNode`` does — but a plain
-variable path (``user.first_name``, no filters) is looked up once per message and shared by every
-template of the message, and each output's string is computed once per (expression, escaping).
-Templates with tags, and any evaluation that raises, go through the library's normal
-``render`` instead, so errors and tag semantics are the library's.
+whose top level is text, output statements and blocks that cannot change the render context
+(``if``, ``unless``, ``case``, comments — and only those, at any depth) therefore also gets a
+*flat plan*: its text chunks and its top-level outputs and blocks. :class:`MessageRender`
+renders such templates for one message by evaluating every output expression with
+python-liquid's own expression evaluation in a python-liquid ``RenderContext`` and stringifying
+it with python-liquid's own ``to_liquid_string`` (which escapes in the auto-escaping
+environment), exactly as ``OutputNode`` does, and by rendering each block with the block node's
+own ``render`` — but a plain variable path (``user.first_name``, no filters) is looked up once
+per message and shared by every template of the message, and each output's string is computed
+once per (expression, escaping). Templates with any other tag (``assign``, ``capture``, ``for``,
+``increment``, ``cycle``, ``include``…), and any render that raises, go through the library's
+normal ``render`` instead, so errors and those tags' semantics are the library's.
 """
 
 from __future__ import annotations
@@ -22,12 +25,18 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from io import StringIO
 from typing import Any
 
-from liquid import BoundTemplate, Environment, Expression, RenderContext
+from liquid import BlockNode, BoundTemplate, ConditionalBlockNode, Environment, Expression, Node, RenderContext
 from liquid.builtin.content import ContentNode
 from liquid.builtin.expressions import FilteredExpression, Path
 from liquid.builtin.output import OutputNode
+from liquid.builtin.tags.case_tag import CaseNode, MultiExpressionBlockNode
+from liquid.builtin.tags.comment_tag import CommentNode
+from liquid.builtin.tags.if_tag import IfNode
+from liquid.builtin.tags.inline_comment_tag import InlineCommentNode
+from liquid.builtin.tags.unless_tag import UnlessNode
 from liquid.exceptions import LiquidError
 from liquid.stringify import to_liquid_string
 
@@ -60,11 +69,18 @@ RENDER_ONLY_ROOTS: frozenset[str] = frozenset({"__clarion_preheader", "__clarion
 _DYNAMIC_ROOTS = frozenset({"now", "today"})
 
 
+# Nodes that neither read nor write anything in the context beyond evaluating expressions:
+# rendering them with one context per message (instead of one per template) changes nothing.
+_BLOCK_ROOTS = frozenset({IfNode, UnlessNode, CaseNode, CommentNode, InlineCommentNode})
+_PURE_NODES = _BLOCK_ROOTS | {BlockNode, ConditionalBlockNode, MultiExpressionBlockNode, ContentNode, OutputNode}
+
+
 @dataclass(frozen=True, slots=True)
 class _Slot:
     key: tuple[Any, ...]  # (evaluation key, autoescape): one string per message
-    value_key: Any  # shared across templates for plain paths, else this expression only
-    expression: Expression
+    value_key: Any  # shared across templates for plain paths, else this expression/block only
+    expression: Expression | None  # an output statement's expression, or
+    node: Node | None  # a block rendered by its own node
     scoped: bool  # evaluated in the template's own context (not shareable across envs/extras)
 
 
@@ -102,23 +118,33 @@ def flat_plan(template: BoundTemplate) -> FlatPlan | None:
         or env.undefined is not HTML_ENV.undefined
     ):
         return None
+    static_context = RenderContext(template)
     chunks: list[str] = []
     slots: list[_Slot] = []
     text: list[str] = []
     for node in template.nodes:
         if type(node) is ContentNode:
             text.append(node.text)
-        elif type(node) is OutputNode:
-            chunks.append("".join(text))
-            text = []
+            continue
+        if type(node) is OutputNode:
             expression = node.expression
             shared = _shared_key(expression)
             value_key: Any = shared if shared is not None else ("expr", id(expression))
-            slots.append(_Slot((value_key, env.autoescape), value_key, expression, shared is None))
+            slot = _Slot((value_key, env.autoescape), value_key, expression, None, shared is None)
+        elif type(node) in _BLOCK_ROOTS and _pure(node, static_context):
+            value_key = ("node", id(node))
+            slot = _Slot((value_key, env.autoescape), value_key, None, node, True)
         else:
             return None
+        chunks.append("".join(text))
+        text = []
+        slots.append(slot)
     chunks.append("".join(text))
     return FlatPlan(tuple(chunks), tuple(slots))
+
+
+def _pure(node: Node, static_context: RenderContext) -> bool:
+    return type(node) in _PURE_NODES and all(_pure(child, static_context) for child in node.children(static_context))
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +234,11 @@ class MessageRender:
         return "".join(pieces)
 
     def _stringify(self, bound: BoundTemplate, slot: _Slot, with_extras: bool) -> str:
+        if slot.node is not None:
+            buffer = StringIO()
+            slot.node.render(self._context(bound, with_extras), buffer)
+            return buffer.getvalue()
+        assert slot.expression is not None
         if slot.scoped:
             # Filters may depend on the environment and the scope: this template's context only.
             value = slot.expression.evaluate(self._context(bound, with_extras))
