@@ -55,6 +55,8 @@ class TemplateSyntaxError(ValueError):
 
 
 def _make_env(autoescape: bool) -> Environment:
+    # The two environments differ only in auto-escaping: MessageRender shares plain-path lookups
+    # between them.
     return Environment(autoescape=autoescape)
 
 
@@ -86,7 +88,7 @@ class _Slot:
 
 @dataclass(frozen=True, slots=True)
 class FlatPlan:
-    """A tag-free template: ``chunks[0] out[0] chunks[1] … out[n-1] chunks[n]``."""
+    """``chunks[0] out[0] chunks[1] … out[n-1] chunks[n]``; each ``out`` an output or a block."""
 
     chunks: tuple[str, ...]
     slots: tuple[_Slot, ...]
@@ -108,7 +110,7 @@ def _shared_key(expression: Expression) -> tuple[Any, ...] | None:
 
 
 def flat_plan(template: BoundTemplate) -> FlatPlan | None:
-    """The plan of a template made only of text and ``{{ … }}`` outputs, else ``None``."""
+    """The plan of a template made of text, ``{{ … }}`` outputs and context-free blocks, else ``None``."""
     env = template.env
     if (
         type(template) is not BoundTemplate
@@ -149,13 +151,10 @@ def _pure(node: Node, static_context: RenderContext) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class LiquidTemplate:
-    """A parsed template and, when it has no tags, its flat plan."""
+    """A parsed template and, when it has no context-changing tags, its flat plan."""
 
     bound: BoundTemplate
     plan: FlatPlan | None
-
-    def render(self, variables: Mapping[str, Any]) -> str:
-        return self.bound.render(**variables)
 
 
 def compile_source(field: str, source: str, *, html_field: bool) -> LiquidTemplate:
