@@ -14,9 +14,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import html2text
-from liquid import BoundTemplate
 
-from clarion.rendering.liquid import TemplateSyntaxError, compile_source
+from clarion.rendering.liquid import LiquidTemplate, MessageRender, TemplateSyntaxError, compile_source
 from clarion.tracking.links import instrument_html
 
 # Fields interpolated with HTML escaping, per channel; every other string field is plain text.
@@ -54,7 +53,7 @@ class TrackingSwitches:
 
 
 # A compiled field: a Liquid template for strings, nested structures for objects and lists.
-Compiled = BoundTemplate | dict[str, Any] | list[Any] | str | int | float | bool | None
+Compiled = LiquidTemplate | dict[str, Any] | list[Any] | str | int | float | bool | None
 
 
 def compile_value(path: str, value: Any, *, html_field: bool = False) -> Compiled:
@@ -67,13 +66,13 @@ def compile_value(path: str, value: Any, *, html_field: bool = False) -> Compile
     return value  # type: ignore[no-any-return]
 
 
-def render_value(compiled: Compiled, variables: dict[str, Any]) -> Any:
-    if isinstance(compiled, BoundTemplate):
-        return compiled.render(**variables)
+def render_value(compiled: Compiled, message: MessageRender) -> Any:
+    if isinstance(compiled, LiquidTemplate):
+        return message.render(compiled)
     if isinstance(compiled, dict):
-        return {k: render_value(v, variables) for k, v in compiled.items()}
+        return {k: render_value(v, message) for k, v in compiled.items()}
     if isinstance(compiled, list):
-        return [render_value(v, variables) for v in compiled]
+        return [render_value(v, message) for v in compiled]
     return compiled
 
 
@@ -105,8 +104,8 @@ class CompiledTemplate:
     fields: dict[str, Compiled] = field(default_factory=dict)
     # email only
     editor: str = "code"
-    html: BoundTemplate | None = None
-    text: BoundTemplate | str | None = None
+    html: LiquidTemplate | None = None
+    text: LiquidTemplate | None = None
     links: int = 0
     wrapped_prefix: str | tuple[str, ...] | None = None
     open_pixel: bool = False

@@ -49,19 +49,17 @@ _WORD_BYTES = 45  # base64 of 45 octets = 60 chars; with "=?utf-8?b?" and "?=" a
 
 
 def _encoded_words(value: str) -> list[str]:
-    """RFC 2047 encoded words (``email.base64mime.header_encode``), split between characters."""
+    """RFC 2047 encoded words (``email.base64mime.header_encode``), split between characters:
+    each word holds as many whole characters as fit in ``_WORD_BYTES`` octets of UTF-8."""
+    raw = value.encode("utf-8")
     words: list[str] = []
-    chunk: list[str] = []
-    size = 0
-    for ch in value:
-        n = len(ch.encode("utf-8"))
-        if size + n > _WORD_BYTES:
-            words.append(base64mime.header_encode("".join(chunk).encode("utf-8"), charset="utf-8"))
-            chunk, size = [], 0
-        chunk.append(ch)
-        size += n
-    if chunk:
-        words.append(base64mime.header_encode("".join(chunk).encode("utf-8"), charset="utf-8"))
+    start, end = 0, len(raw)
+    while start < end:
+        cut = min(start + _WORD_BYTES, end)
+        while cut < end and (raw[cut] & 0xC0) == 0x80:  # never split inside a character
+            cut -= 1
+        words.append(base64mime.header_encode(raw[start:cut], charset="utf-8"))
+        start = cut
     return words
 
 
@@ -109,7 +107,15 @@ class EmailParts:
 _MAX_LINE = 998
 
 
-def _part(subtype: str, text: str, boundary: str | None = None) -> str:
+_B_CRLF = b"\r\n"
+
+
+def _fits_lines(raw: bytes) -> bool:
+    """Every line (between LFs) at most ``_MAX_LINE`` octets."""
+    return len(raw) <= _MAX_LINE or max(map(len, raw.split(b"\n"))) <= _MAX_LINE
+
+
+def _part(subtype: str, text: str, boundary: str | None = None) -> bytes:
     """Part headers + body. Like the standard library's content manager with ``cte_type="8bit"``:
     ``7bit``/``8bit`` when every line fits in 998 octets (line ends normalised to CRLF), else
     base64 (``email.base64mime``). Bare CR, NUL, overlong lines or the boundary go base64."""
@@ -118,13 +124,14 @@ def _part(subtype: str, text: str, boundary: str | None = None) -> str:
     if (
         b"\r" not in raw
         and b"\x00" not in raw
-        and (boundary is None or boundary not in text)
-        and max(map(len, raw.split(b"\n"))) <= _MAX_LINE
+        and (boundary is None or boundary.encode("utf-8") not in raw)
+        and _fits_lines(raw)
     ):
         cte = "7bit" if raw.isascii() else "8bit"
-        body = text.replace("\n", CRLF)
-        return f"{head}{cte}{CRLF}{CRLF}{body}{CRLF}"
-    return f"{head}base64{CRLF}{CRLF}" + (base64mime.body_encode(raw, maxlinelen=76, eol=CRLF) or CRLF)
+        return b"".join(((head + cte + CRLF + CRLF).encode("ascii"), raw.replace(b"\n", _B_CRLF), _B_CRLF))
+    return (f"{head}base64{CRLF}{CRLF}" + (base64mime.body_encode(raw, maxlinelen=76, eol=CRLF) or CRLF)).encode(
+        "ascii"
+    )
 
 
 def build_mime(parts: EmailParts, id_domain: str) -> bytes:
@@ -145,14 +152,20 @@ def build_mime(parts: EmailParts, id_domain: str) -> bytes:
         lines.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
     lines.append("MIME-Version: 1.0")
     if parts.html is None:
-        return (CRLF.join(lines) + CRLF + _part("plain", parts.text)).encode("utf-8")
-    boundary = "=_" + "".join(c for c in parts.message_id if c.isalnum())
+        lines.append("")
+        return (CRLF.join(lines)).encode("utf-8") + _part("plain", parts.text)
+    boundary = "=_" + "".join(filter(str.isalnum, parts.message_id))
     lines.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
     lines.append("")
-    out = CRLF.join(lines)
-    out += (
-        f"{CRLF}--{boundary}{CRLF}{_part('plain', parts.text, boundary)}"
-        f"--{boundary}{CRLF}{_part('html', parts.html, boundary)}"
-        f"--{boundary}--{CRLF}"
+    lines.append("")
+    delimiter = f"--{boundary}{CRLF}".encode()
+    return b"".join(
+        (
+            CRLF.join(lines).encode("utf-8"),
+            delimiter,
+            _part("plain", parts.text, boundary),
+            delimiter,
+            _part("html", parts.html, boundary),
+            f"--{boundary}--{CRLF}".encode(),
+        )
     )
-    return out.encode("utf-8")

@@ -25,7 +25,7 @@ from clarion.rendering.compile import (
     TrackingSwitches,
     render_value,
 )
-from clarion.rendering.liquid import Scope, user_root
+from clarion.rendering.liquid import MessageRender, Scope, user_root
 from clarion.rendering.mime import AddressError, EmailParts, build_mime, parse_address_list
 from clarion.templates.locale_pick import TemplateMissing, pick_template
 from clarion.tracking.links import PIXEL_VAR, PREHEADER_VAR, wrap_marked_links
@@ -127,7 +127,8 @@ def _render_email(
     id_domain: str,
 ) -> OutgoingMessage:
     fields = compiled.fields
-    rendered: dict[str, Any] = {k: render_value(v, variables) for k, v in fields.items()}
+    message = MessageRender(variables)
+    rendered: dict[str, Any] = {k: render_value(v, message) for k, v in fields.items()}
     sender = rendered.get("from") or {}
     from_address = _str(sender.get("address")).strip() if isinstance(sender, dict) else ""
     from_name = _str(sender.get("name")) if isinstance(sender, dict) else ""
@@ -136,7 +137,7 @@ def _render_email(
     to_address = _str(recipient.user.get("email")).strip()
     html_body: str | None = None
     if compiled.html is not None:
-        extra = dict(variables)
+        extra: dict[str, Any] = {}
         extra[PREHEADER_VAR] = (
             Markup(
                 '<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">'
@@ -154,11 +155,12 @@ def _render_email(
             if compiled.open_pixel
             else ""
         )
-        html_body = compiled.html.render(**extra)
+        message.set_extras(extra)
+        html_body = message.render(compiled.html, extras=True)
         if compiled.links:
             message_id = recipient.message_id
             html_body = wrap_marked_links(html_body, lambda url: urls.click(message_id, url), compiled.wrapped_prefix)
-    text = compiled.text.render(**variables) if compiled.text is not None and not isinstance(compiled.text, str) else ""
+    text = message.render(compiled.text) if compiled.text is not None else ""
     try:
         parts = EmailParts(
             message_id=recipient.message_id,
@@ -196,7 +198,8 @@ _ADDRESS_FIELD = {"text": "phone", "push": "device_token"}
 
 
 def _render_other(compiled: CompiledTemplate, variables: dict[str, Any], recipient: Recipient) -> OutgoingMessage:
-    content: dict[str, Any] = {k: render_value(v, variables) for k, v in compiled.fields.items()}
+    message = MessageRender(variables)
+    content: dict[str, Any] = {k: render_value(v, message) for k, v in compiled.fields.items()}
     channel = compiled.channel
     if channel == "webhook":
         content["method"] = _str(compiled.data.get("method") or "POST").upper()

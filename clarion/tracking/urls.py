@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from clarion.tracking.tokens import TokenSigner
 
@@ -20,7 +21,7 @@ class TrackingUrls:
     signer: TokenSigner
     project_id: int
 
-    @property
+    @cached_property
     def root(self) -> str:
         return self.base_url.rstrip("/")
 
