@@ -3,6 +3,7 @@ COPY of the same rows into an equivalent table; peak RSS shows memory stays flat
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import os
 import resource
@@ -58,3 +59,7 @@ async def run() -> None:
     print(f"  baseline raw COPY into a bare table: {baseline:.2f}s = {base:,.0f} rows/s")
     print(f"  ratio clarion/baseline = {rate / base:.3f}")
     print(f"  peak RSS before import {rss_before / 1024:.0f} MiB, after {rss_after / 1024:.0f} MiB", flush=True)
+
+
+def main() -> None:
+    asyncio.run(run())

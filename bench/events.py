@@ -3,6 +3,7 @@ server) against a plain multi-row INSERT of the same events through asyncpg."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 from pathlib import Path
@@ -68,3 +69,7 @@ async def run() -> None:
             await pool.close()
     print(f"  server: uvicorn subprocess on PostgreSQL; clients: {CLIENTS} concurrent, batches of {BATCH}")
     report("POST /events", EVENTS, elapsed, baseline, 20_000)
+
+
+def main() -> None:
+    asyncio.run(run())

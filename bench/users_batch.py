@@ -3,6 +3,7 @@ a plain multi-row INSERT of the same rows through asyncpg with the same concurre
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 from pathlib import Path
@@ -62,3 +63,7 @@ async def run() -> None:
     print(f"  server: uvicorn subprocess on PostgreSQL; clients: {CLIENTS} concurrent, batches of {BATCH}")
     report("POST /users/batch (create)", USERS, created, baseline, 10_000)
     report("POST /users/batch (update existing)", USERS, updated, baseline, 10_000)
+
+
+def main() -> None:
+    asyncio.run(run())

@@ -310,3 +310,24 @@ async def test_concurrent_upserts_of_the_same_new_users_create_each_once(
     assert await _count_users(db, tenant.project_id) == 20
     ids = {r.json()["results"][0]["user"]["id"] for r in responses[:6]}
     assert len(ids) == 1
+
+
+async def test_batches_keyed_by_one_kind_of_id_find_existing_users(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    """External-only and anonymous-only batches (PostgreSQL reads them through ``unnest``) resolve
+    to the users already stored, and only to those of the caller's project."""
+    first = await batch(
+        client, tenant, [{"external_id": "k1"}, {"external_id": "k2"}, {"anonymous_id": "a1"}, {"anonymous_id": "a2"}]
+    )
+    ids = {r.get("external_id") or r.get("anonymous_id"): r["user"]["id"] for r in first["results"]}
+    by_ext = await batch(
+        client, tenant, [{"external_id": "k2", "data": {"n": 2}}, {"external_id": "k1"}, {"external_id": "k9"}]
+    )
+    assert [r["user"]["id"] for r in by_ext["results"][:2]] == [ids["k2"], ids["k1"]]
+    assert by_ext["results"][0]["user"]["data"] == {"n": 2}
+    assert by_ext["results"][2]["user"]["id"] not in ids.values()
+    by_anon = await batch(client, tenant, [{"anonymous_id": "a2", "email": "a2@x.co"}, {"anonymous_id": "a1"}])
+    assert [r["user"]["id"] for r in by_anon["results"]] == [ids["a2"], ids["a1"]]
+    assert by_anon["results"][0]["user"]["email"] == "a2@x.co"
+    assert await _count_users(db, tenant.project_id) == 5

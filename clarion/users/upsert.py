@@ -21,7 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import String, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -155,13 +156,34 @@ async def _select(
 ) -> list[dict[str, Any]]:
     externals = sorted({c.external_id for c in changes if c.external_id is not None})
     anonymous = sorted({c.anonymous_id for c in changes if c.anonymous_id is not None})
+    postgres = dialect_name(session) == "postgresql"
+    if postgres and bool(externals) != bool(anonymous):
+        # One kind of key: probe the unique index once per key. The ``IN (…)`` form below lets the
+        # planner scan every user of the project (it filters on ``project_id`` alone whenever its
+        # statistics lag, and prefers a sequential scan for small projects), so its cost grew with
+        # the audience.
+        column = USERS.c.external_id if externals else USERS.c.anonymous_id
+        keys = (
+            func.unnest(bindparam("keys", externals or anonymous, type_=ARRAY(String)))
+            .table_valued("v")
+            .render_derived(name="k")
+        )
+        stmt = (
+            select(USERS)
+            .select_from(keys.join(USERS, and_(USERS.c.project_id == project_id, column == keys.c.v)))
+            .order_by(USERS.c.id)
+        )
+        if lock:
+            stmt = stmt.with_for_update(of=USERS)
+        connection = await session.connection()  # Core path: project_id is filtered explicitly above
+        return [dict(r._mapping) for r in await connection.execute(stmt)]
     conditions = []
     if externals:
         conditions.append(USERS.c.external_id.in_(externals))  # ux_users_project_external
     if anonymous:
         conditions.append(USERS.c.anonymous_id.in_(anonymous))  # ux_users_project_anonymous
     stmt = select(USERS).where(USERS.c.project_id == project_id, or_(*conditions)).order_by(USERS.c.id)
-    if lock and dialect_name(session) == "postgresql":
+    if lock and postgres:
         stmt = stmt.with_for_update()
     connection = await session.connection()  # Core path: project_id is filtered explicitly above
     return [dict(r._mapping) for r in await connection.execute(stmt)]
