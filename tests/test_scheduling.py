@@ -189,3 +189,15 @@ async def test_nothing_is_sent_after_abort_returns(client: httpx.AsyncClient, te
 async def _captured(db: Database, tenant: Tenant) -> int:
     async with db.transaction(project_id=tenant.project_id, readonly=True) as session:
         return int((await session.execute(select(func.count()).select_from(CapturedMessage))).scalar_one())
+
+
+async def test_a_blast_fired_by_hand_is_not_sent_again_by_its_schedule(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    list_id = await _audience(client, tenant, [{"external_id": "h0", "email": "h0@example.com"}])
+    r = await _blast(client, tenant, list_id)
+    fired = await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", json={}, headers=tenant.sk)
+    assert fired.status_code == 200, fired.text
+    assert await promote_scheduled(db) == 0
+    await drain(db)
+    assert len((await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]) == 1

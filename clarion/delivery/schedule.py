@@ -4,7 +4,8 @@
   trigger of kind ``schedule`` (idempotency key ``"schedule"``, unique per campaign) and its
   materialisation job. A blast sent in each user's zone starts ``LOCAL_TIME_LEAD`` early: the
   earliest zone (UTC+14) reaches a wall-clock time at most 26 hours before the project's zone
-  does, and each message carries its own ``due_at``.
+  does, and each message carries its own ``due_at``. A blast that already has a trigger (it
+  was fired through ``POST /trigger``) is left alone, so its audience is not sent twice.
 - ``loading`` → ``running`` is done by the materialisation job when the schedule trigger is ready.
 - ``running`` → ``finished``: no message of the campaign is ``queued``, ``sending`` or ``throttled``.
 - ``aborting`` → ``aborted``: no ``sending`` message still holds a live lease (rows whose lease
@@ -41,6 +42,8 @@ async def promote_scheduled(db: Database) -> int:
         Campaign.type == "blast",
         Campaign.state == "scheduled",
         Campaign.archived_at.is_(None),
+        # A blast already fired through POST /trigger is not sent a second time by its schedule.
+        ~exists().where(Trigger.campaign_id == Campaign.id),
         or_(
             Campaign.send_at.is_(None),
             Campaign.send_at <= now,
