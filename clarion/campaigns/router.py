@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Response
@@ -15,6 +17,8 @@ from clarion.campaigns.schemas import CampaignCreate, CampaignOut, CampaignUpdat
 
 router = APIRouter(tags=["campaigns"])
 CampaignId = Path(alias="campaignId", ge=1, le=2**63 - 1)
+ABORT_WAIT_SECONDS = 10.0
+ABORT_POLL_SECONDS = 0.05
 
 
 @router.get("/campaigns", response_model=Paged[CampaignOut], operation_id="listCampaigns")
@@ -65,7 +69,29 @@ async def update_campaign(
         campaign = await service.get_campaign(session, campaign_id)
         changes = body.model_dump(exclude_unset=True)
         campaign = await service.update_campaign(session, campaign, changes, ctx.principal.role)
-        return (await service.hydrate(session, [campaign]))[0]
+        aborting = campaign.state == "aborting"
+        out = (await service.hydrate(session, [campaign]))[0]
+    if not aborting:
+        return out
+    await wait_for_abort(ctx, campaign_id)
+    async with ctx.read() as session:
+        return (await service.hydrate(session, [await service.get_campaign(session, campaign_id)]))[0]
+
+
+async def wait_for_abort(ctx: ProjectContext, campaign_id: int) -> None:
+    """After the abort committed, wait (bounded) for in-flight provider calls to record their
+    outcome, then mark the campaign ``aborted``; past the bound it stays ``aborting`` and the
+    scheduler duty finishes the transition when the leases expire."""
+    from clarion.delivery.schedule import settle_abort
+
+    deadline = time.monotonic() + ABORT_WAIT_SECONDS
+    while True:
+        async with ctx.write() as session:
+            if await settle_abort(session, campaign_id):
+                return
+        if time.monotonic() >= deadline:
+            return
+        await asyncio.sleep(ABORT_POLL_SECONDS)
 
 
 @router.delete("/campaigns/{campaignId}", response_model=bool, operation_id="deleteCampaign")

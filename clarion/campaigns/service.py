@@ -200,7 +200,11 @@ async def _check_sendable(session: AsyncSession, campaign: Campaign) -> None:
 
 
 async def abort(session: AsyncSession, campaign: Campaign) -> int:
-    """Stop every message of the campaign not yet handed to a provider; returns how many."""
+    """Stop every message of the campaign not yet handed to a provider; returns how many.
+
+    The campaign is left ``aborting``: messages already in a provider call (``sending`` under a
+    live lease) may still complete. The caller settles the abort once they have
+    (`clarion.delivery.schedule.settle_abort`), or the scheduler duty does."""
     campaign.state = "aborting"
     await session.flush()
     result = await session.execute(
@@ -209,7 +213,6 @@ async def abort(session: AsyncSession, campaign: Campaign) -> int:
         .values(state="aborted", lease_until=None, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    campaign.state = "aborted"
     return int(getattr(result, "rowcount", 0) or 0)
 
 

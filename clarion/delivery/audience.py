@@ -9,18 +9,23 @@ rest ``skipped`` with the reason from `clarion.subscriptions.eligibility`), the 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, and_, case, func, insert, literal, null, select, update
+from sqlalchemy import Table, and_, case, func, insert, literal, null, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from clarion.campaigns.models import Campaign
 from clarion.core.clock import utcnow
 from clarion.core.sql import insert_for
 from clarion.delivery.ids_sql import prefixed_id_sql
+from clarion.delivery.local_time import local_due_sql
 from clarion.delivery.models import Message, MessageEvent, Trigger
 from clarion.delivery.webhook_fanout import AppendedEvent, fan_out
 from clarion.lists.queries import audience_user_ids
+from clarion.orgs.models import Project
 from clarion.subscriptions.eligibility import ineligibility_reason
 from clarion.users.models import User
 from clarion.webhooks import queries as webhook_queries
@@ -59,6 +64,7 @@ async def materialise_chunk(
     if not size:
         return None
     reason = ineligibility_reason(USERS, channel=campaign.channel, subscription_id=campaign.subscription_id)
+    due_at = await _due_at_sql(session, campaign, now)
     rows = (
         select(
             prefixed_id_sql("msg", literal(trigger.id), USERS.c.id),
@@ -69,7 +75,7 @@ async def materialise_chunk(
             literal(campaign.channel),
             case((reason.is_(None), literal("queued")), else_=literal("skipped")),
             reason,
-            literal(now, type_=MESSAGES.c.due_at.type),
+            due_at,
             literal(0),
             literal(now, type_=MESSAGES.c.created_at.type),
             literal(now, type_=MESSAGES.c.updated_at.type),
@@ -148,6 +154,19 @@ async def materialise_chunk(
     return int(last)
 
 
+async def _due_at_sql(session: AsyncSession, campaign: Campaign, now: datetime) -> ColumnElement[Any]:
+    """``now``, or for a blast sent in each user's zone: the wall-clock time ``send_at`` shows in
+    the project's zone, read in the user's zone (the project's when the user has none)."""
+    if not (campaign.type == "blast" and campaign.send_in_user_timezone and campaign.send_at is not None):
+        return literal(now, type_=MESSAGES.c.due_at.type)
+    project_zone = (
+        await session.execute(select(Project.timezone).where(Project.id == campaign.project_id))
+    ).scalar_one() or "UTC"
+    wall = campaign.send_at.astimezone(ZoneInfo(project_zone)).replace(tzinfo=None)
+    zone = func.coalesce(func.nullif(USERS.c.timezone, ""), literal(project_zone))
+    return type_coerce(local_due_sql(session.get_bind().dialect.name, wall, zone), MESSAGES.c.due_at.type)
+
+
 @job_handler(MATERIALISE_JOB)
 async def materialise_trigger(ctx: JobContext, payload: dict[str, Any]) -> None:
     """Run the chunks; each commits on its own so sending starts while the rest materialises.
@@ -171,6 +190,8 @@ async def materialise_trigger(ctx: JobContext, payload: dict[str, Any]) -> None:
             if last is None:
                 trigger.state = "ready"
                 trigger.materialised_at = utcnow()
+                if trigger.kind == "schedule" and campaign.state == "loading":
+                    campaign.state = "running"
                 if trigger.recipients is None:
                     trigger.recipients = 0
                 return

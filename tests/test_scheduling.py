@@ -1,0 +1,203 @@
+"""Scheduled blasts, sending at a wall-clock time in each user's zone, and the abort guarantee."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import func, select, update
+
+from clarion.core.clock import utcnow
+from clarion.core.db import Database
+from clarion.delivery.models import Message, Trigger
+from clarion.delivery.schedule import campaign_lifecycle, promote_scheduled
+from clarion.delivery.sender import MessageSource
+from clarion.orgs.models import Project
+from clarion.providers.capture import CapturedMessage
+from clarion.worker.jobs import JobSource
+from tests.conftest import Tenant
+from tests.test_trigger_flow import Ready, drain, make_campaign
+
+
+async def _audience(client: httpx.AsyncClient, tenant: Tenant, users: list[dict[str, str]]) -> int:
+    assert (await client.post("/api/client/users/batch", json=users, headers=tenant.sk)).status_code < 300
+    lst = (await client.post("/api/client/lists", json={"name": "All", "type": "static"}, headers=tenant.sk)).json()
+    added = await client.post(
+        f"/api/client/lists/{lst['id']}/users",
+        json={"external_ids": [u["external_id"] for u in users]},
+        headers=tenant.sk,
+    )
+    assert added.status_code < 300, added.text
+    return int(lst["id"])
+
+
+async def _blast(client: httpx.AsyncClient, tenant: Tenant, list_id: int, **extra: object) -> Ready:
+    r = await make_campaign(client, tenant, type_="blast", list_ids=[list_id], **extra)
+    scheduled = await client.patch(
+        f"/api/client/campaigns/{r.campaign_id}", json={"state": "scheduled"}, headers=tenant.sk
+    )
+    assert scheduled.status_code == 200, scheduled.text
+    return r
+
+
+async def _state(client: httpx.AsyncClient, tenant: Tenant, campaign_id: int) -> str:
+    return str((await client.get(f"/api/client/campaigns/{campaign_id}", headers=tenant.sk)).json()["state"])
+
+
+async def test_scheduled_blast_runs_to_finished(client: httpx.AsyncClient, tenant: Tenant, db: Database) -> None:
+    list_id = await _audience(
+        client, tenant, [{"external_id": f"s{i}", "email": f"s{i}@example.com"} for i in range(4)]
+    )
+    r = await _blast(client, tenant, list_id)
+    later = await _blast(client, tenant, list_id, send_at=(utcnow() + timedelta(hours=2)).isoformat())
+    await campaign_lifecycle(db)
+    await campaign_lifecycle(db)  # idempotent: still one schedule trigger
+    assert await _state(client, tenant, r.campaign_id) == "loading"
+    assert await _state(client, tenant, later.campaign_id) == "scheduled"
+    async with db.transaction(project_id=tenant.project_id, readonly=True) as session:
+        kinds = (await session.execute(select(Trigger.kind).where(Trigger.campaign_id == r.campaign_id))).scalars()
+        assert list(kinds) == ["schedule"]
+    await JobSource(db).run_once()
+    assert await _state(client, tenant, r.campaign_id) == "running"
+    await drain(db)
+    await campaign_lifecycle(db)
+    assert await _state(client, tenant, r.campaign_id) == "finished"
+    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    assert sorted(c["to"] for c in captured) == sorted(f"s{i}@example.com" for i in range(4))
+
+
+async def test_local_time_blast_starts_26_hours_ahead(client: httpx.AsyncClient, tenant: Tenant, db: Database) -> None:
+    list_id = await _audience(client, tenant, [{"external_id": "l0", "email": "l0@example.com"}])
+    soon = await _blast(
+        client, tenant, list_id, send_in_user_timezone=True, send_at=(utcnow() + timedelta(hours=25)).isoformat()
+    )
+    far = await _blast(
+        client, tenant, list_id, send_in_user_timezone=True, send_at=(utcnow() + timedelta(hours=27)).isoformat()
+    )
+    assert await promote_scheduled(db) == 1
+    assert await _state(client, tenant, soon.campaign_id) == "loading"
+    assert await _state(client, tenant, far.campaign_id) == "scheduled"
+
+
+async def test_due_at_is_the_wall_clock_in_each_users_zone(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    async with db.transaction() as session:
+        await session.execute(update(Project).where(Project.id == tenant.project_id).values(timezone="Europe/Paris"))
+    users = [
+        {"external_id": "tokyo", "email": "tokyo@example.com", "timezone": "Asia/Tokyo"},
+        {"external_id": "la", "email": "la@example.com", "timezone": "America/Los_Angeles"},
+        {"external_id": "nozone", "email": "nozone@example.com"},
+    ]
+    list_id = await _audience(client, tenant, users)
+    # send_at reads 00:30 and 23:30 in Paris (UTC+1 in December): each user gets that time locally.
+    cases = {
+        "2026-12-01T23:30:00Z": {  # 00:30 on 2 Dec in Paris
+            "tokyo": datetime(2026, 12, 1, 15, 30, tzinfo=UTC),  # 00:30 JST, the previous UTC day
+            "la": datetime(2026, 12, 2, 8, 30, tzinfo=UTC),
+            "nozone": datetime(2026, 12, 1, 23, 30, tzinfo=UTC),
+        },
+        "2026-12-01T22:30:00Z": {  # 23:30 on 1 Dec in Paris
+            "tokyo": datetime(2026, 12, 1, 14, 30, tzinfo=UTC),
+            "la": datetime(2026, 12, 2, 7, 30, tzinfo=UTC),  # 23:30 PST, the next UTC day
+            "nozone": datetime(2026, 12, 1, 22, 30, tzinfo=UTC),
+        },
+    }
+    for send_at, expected in cases.items():
+        r = await _blast(client, tenant, list_id, send_in_user_timezone=True, send_at=send_at)
+        fired = await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", json={}, headers=tenant.sk)
+        assert fired.status_code == 200, fired.text
+        await JobSource(db).run_once()
+        async with db.transaction(project_id=tenant.project_id, readonly=True) as session:
+            rows = (
+                await session.execute(
+                    select(Message.user_id, Message.due_at, Message.state).where(Message.campaign_id == r.campaign_id)
+                )
+            ).all()
+        by_user = {u["external_id"]: u["id"] for u in await _users(client, tenant)}
+        got = {ext: due for ext, uid in by_user.items() for user_id, due, _ in rows if user_id == uid}
+        assert got == expected
+        assert {state for _, _, state in rows} == {"queued"}
+        assert await MessageSource(db).run_once() == 0  # nothing is due yet
+
+
+async def _users(client: httpx.AsyncClient, tenant: Tenant) -> list[dict[str, object]]:
+    body = (await client.get("/api/client/users?limit=100", headers=tenant.sk)).json()
+    return list(body["results"])
+
+
+async def test_nothing_is_sent_after_abort_returns(client: httpx.AsyncClient, tenant: Tenant, db: Database) -> None:
+    list_id = await _audience(
+        client, tenant, [{"external_id": f"a{i}", "email": f"a{i}@example.com"} for i in range(40)]
+    )
+    r = await make_campaign(client, tenant, type_="blast", list_ids=[list_id])
+    limited = await client.patch(
+        f"/api/client/providers/{r.provider_id}", json={"rate_limit": 4, "rate_interval": "second"}, headers=tenant.sk
+    )
+    assert limited.status_code == 200, limited.text
+    assert (
+        await client.patch(f"/api/client/campaigns/{r.campaign_id}", json={"state": "scheduled"}, headers=tenant.sk)
+    ).status_code == 200
+    await campaign_lifecycle(db)
+    await JobSource(db).run_once()
+    stop = asyncio.Event()
+    source = MessageSource(db, batch_size=2)
+
+    async def loop() -> None:
+        while not stop.is_set():
+            await source.run_once()
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(loop())
+    try:
+        deadline = time.monotonic() + 20
+        while await _captured(db, tenant) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert await _captured(db, tenant) >= 3
+        aborted = await client.patch(
+            f"/api/client/campaigns/{r.campaign_id}", json={"state": "aborted"}, headers=tenant.sk
+        )
+        returned = utcnow()
+        assert aborted.status_code == 200, aborted.text
+        assert aborted.json()["state"] == "aborted"
+        await asyncio.sleep(1.0)  # the loop keeps running through several more rate windows
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    async with db.transaction(project_id=tenant.project_id, readonly=True) as session:
+        last_capture = (await session.execute(select(func.max(CapturedMessage.created_at)))).scalar_one()
+        last_sent = (
+            await session.execute(select(func.max(Message.sent_at)).where(Message.campaign_id == r.campaign_id))
+        ).scalar_one()
+        states = dict(
+            (
+                await session.execute(
+                    select(Message.state, func.count())
+                    .where(Message.campaign_id == r.campaign_id)
+                    .group_by(Message.state)
+                )
+            ).all()
+        )
+    assert last_capture is not None and last_capture <= returned
+    assert last_sent is not None and last_sent <= returned
+    assert states.get("aborted", 0) > 0 and "queued" not in states and "sending" not in states
+    assert await _captured(db, tenant) == states.get("delivered", 0) + states.get("sent", 0)
+
+
+async def _captured(db: Database, tenant: Tenant) -> int:
+    async with db.transaction(project_id=tenant.project_id, readonly=True) as session:
+        return int((await session.execute(select(func.count()).select_from(CapturedMessage))).scalar_one())
+
+
+async def test_a_blast_fired_by_hand_is_not_sent_again_by_its_schedule(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    list_id = await _audience(client, tenant, [{"external_id": "h0", "email": "h0@example.com"}])
+    r = await _blast(client, tenant, list_id)
+    fired = await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", json={}, headers=tenant.sk)
+    assert fired.status_code == 200, fired.text
+    assert await promote_scheduled(db) == 0
+    await drain(db)
+    assert len((await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]) == 1
