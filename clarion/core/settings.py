@@ -46,6 +46,14 @@ class Settings(BaseSettings):
         default=30, description="Finished deliveries, their attempt logs and events are purged after this."
     )
 
+    # Sending (clarion.delivery); see docs/sending.md.
+    send_retry_base_seconds: float = Field(
+        default=2.0, description="Exponential backoff multiplier for transient send failures."
+    )
+    send_retry_cap_seconds: float = Field(default=3600.0, description="Longest wait between two send attempts.")
+    send_max_attempts: int = Field(default=8, description="Attempts before a transiently failing send is failed.")
+    send_lease_seconds: int = Field(default=120, description="How long a claimed send batch is owned by one worker.")
+
     # Rate limits, in the `limits` library's notation ("N per period" or "N/period").
     rate_limit_client_ip: str = "8000/minute"
     rate_limit_general_ip: str = "1000/10 seconds"

@@ -63,6 +63,8 @@ async def record_outcomes(
     now: datetime,
     provider_id: int | None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    retry_base: float = 2.0,
+    retry_cap: float = 3600.0,
 ) -> Counter[str]:
     """Apply a batch of provider results; returns how many messages ended in each state."""
     events: list[dict[str, Any]] = []
@@ -93,7 +95,7 @@ async def record_outcomes(
             )
             state = "bounced"
         elif result.transient and msg.attempts < max_attempts:
-            delay = backoff_delay(msg.attempts)
+            delay = backoff_delay(msg.attempts, base=retry_base, cap=retry_cap)
             values.update(state="queued", due_at=now + timedelta(seconds=delay), last_error=result.error)
             events.append(_event(msg, "queue.rescheduled", now, {**data, "retry_in_seconds": round(delay, 3)}))
             state = "rescheduled"

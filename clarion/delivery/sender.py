@@ -52,14 +52,17 @@ class MessageSource:
         db: Database,
         *,
         batch_size: int = 200,
-        lease_seconds: int = 120,
+        lease_seconds: int | None = None,
         limiter: ProviderRateLimiter | None = None,
     ) -> None:
         self.db = db
         self.batch_size = batch_size
-        self.lease = timedelta(seconds=lease_seconds)
-        self.limiter = limiter or ProviderRateLimiter.from_settings(db.settings)
         settings = db.settings
+        self.lease = timedelta(seconds=lease_seconds if lease_seconds is not None else settings.send_lease_seconds)
+        self.retry_base = settings.send_retry_base_seconds
+        self.retry_cap = settings.send_retry_cap_seconds
+        self.max_attempts = settings.send_max_attempts
+        self.limiter = limiter or ProviderRateLimiter.from_settings(db.settings)
         self.render_settings = RenderSettings(settings.base_url, settings.resolved_secret_key())
 
     async def _due_campaigns(self) -> list[tuple[int, int, int, int, str]]:
@@ -184,7 +187,15 @@ class MessageSource:
                 outcomes.append((_sent(by_id[message.message_id], message.to), result))
         if outcomes:
             async with self.db.transaction() as session:
-                await record_outcomes(session, outcomes, now=utcnow(), provider_id=provider.id)
+                await record_outcomes(
+                    session,
+                    outcomes,
+                    now=utcnow(),
+                    provider_id=provider.id,
+                    retry_base=self.retry_base,
+                    retry_cap=self.retry_cap,
+                    max_attempts=self.max_attempts,
+                )
 
     async def _stopped(self, project_id: int, campaign_id: int) -> bool:
         async with self.db.transaction(project_id=project_id, readonly=True) as session:

@@ -63,6 +63,9 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        from clarion.providers.email.smtp import close_pools
+
+        await close_pools()
 
     async def run_forever(self) -> None:
         await self.start()
