@@ -258,3 +258,18 @@ def test_email_bytes_equal_the_library_only_render(data: dict[str, Any]) -> None
     library = Renderer([row], project=project, settings=settings_, cache=LibraryOnlyCache()).render(recipient, date="D")
     assert shared.mime == library.mime and shared.content == library.content
     assert "Ännie &lt;b&gt;" in shared.content["html"] and "/t/c/" in shared.content["html"]
+
+
+def test_cached_outputs_never_leak_between_templates_that_reuse_an_id() -> None:
+    """Templates compiled and dropped during one message must not see each other's outputs,
+    even when Python reuses a freed object's id for a new one."""
+    import gc
+
+    from clarion.rendering.liquid import MessageRender, compile_source
+
+    render = MessageRender({"user": {"name": "Ada"}})
+    for i in range(60):
+        template = compile_source("data.text", "{{ 'lit" + str(i) + "' }}{{ user.name | upcase }}", html_field=False)
+        assert render.render(template) == f"lit{i}ADA"
+        del template
+        gc.collect()

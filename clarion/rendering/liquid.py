@@ -94,6 +94,22 @@ class FlatPlan:
     slots: tuple[_Slot, ...]
 
 
+class _Same:
+    """A cache key for one object by identity that keeps the object alive, so its id cannot be
+    reused by another object while the key is in a cache."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+
 def _shared_key(expression: Expression) -> tuple[Any, ...] | None:
     """A key for a plain variable path (no filters, literal segments), else ``None``."""
     if type(expression) is not FilteredExpression or expression.filters:
@@ -131,10 +147,10 @@ def flat_plan(template: BoundTemplate) -> FlatPlan | None:
         if type(node) is OutputNode:
             expression = node.expression
             shared = _shared_key(expression)
-            value_key: Any = shared if shared is not None else ("expr", id(expression))
+            value_key: Any = shared if shared is not None else ("expr", _Same(expression))
             slot = _Slot((value_key, env.autoescape), value_key, expression, None, shared is None)
         elif type(node) in _BLOCK_ROOTS and _pure(node, static_context):
-            value_key = ("node", id(node))
+            value_key = ("node", _Same(node))
             slot = _Slot((value_key, env.autoescape), value_key, None, node, True)
         else:
             return None
