@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -18,6 +21,8 @@ from clarion.core.migrations import migrate
 from clarion.core.registry import load_models
 from clarion.core.settings import get_settings
 from clarion.imports.cli import import_app
+
+SHUTDOWN_GRACE_SECONDS = 10
 
 app = typer.Typer(help="Clarion: self-hosted multi-channel messaging.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -127,10 +132,17 @@ def _serve_forever(build: Callable[[Database], Any]) -> None:
         task = asyncio.create_task(runner.run_forever())
         await stop.wait()
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await db.dispose()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), SHUTDOWN_GRACE_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(db.dispose(), SHUTDOWN_GRACE_SECONDS)
 
     asyncio.run(main())
+    # Claimed work is leased and crash-safe; a database driver thread left behind by a query the
+    # shutdown interrupted must not keep the process alive after a stop signal.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @app.command()
