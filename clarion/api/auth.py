@@ -63,33 +63,29 @@ async def resolve_principal(db: Database, token: str) -> Principal | None:
     """Look a bearer value up by its hash; ``None`` for unknown, malformed or revoked keys."""
     prefix = token[:3]
     digest = hash_key(token)
-    async with db.session(readonly=True) as session:
-        if prefix in ("sk_", "pk_"):
-            row = (
-                await session.execute(
-                    select(ProjectApiKey, Project.organization_id)
-                    .join(Project, Project.id == ProjectApiKey.project_id)
-                    .where(ProjectApiKey.key_hash == digest, ProjectApiKey.revoked_at.is_(None))
-                )
-            ).first()
-            if row is None:
-                return None
-            key, org_id = row
-            expected = "sk_" if key.scope == "secret" else "pk_"
-            if prefix != expected:
-                return None
-            return Principal("project", key.id, org_id, key.project_id, key.scope, key.role)  # type: ignore[arg-type]
-        if prefix == "ok_":
-            org_key = (
-                await session.execute(
-                    select(OrganizationApiKey).where(
-                        OrganizationApiKey.key_hash == digest, OrganizationApiKey.revoked_at.is_(None)
-                    )
-                )
-            ).scalar_one_or_none()
-            if org_key is None:
-                return None
-            return Principal("organization", org_key.id, org_key.organization_id, None, "organization", org_key.role)
+    if prefix in ("sk_", "pk_"):
+        keys = ProjectApiKey.__table__
+        row = await db.lookup(
+            select(keys.c.id, keys.c.project_id, keys.c.scope, keys.c.role, Project.__table__.c.organization_id)
+            .join(Project.__table__, Project.__table__.c.id == keys.c.project_id)
+            .where(keys.c.key_hash == digest, keys.c.revoked_at.is_(None))
+        )
+        if row is None:
+            return None
+        expected = "sk_" if row.scope == "secret" else "pk_"
+        if prefix != expected:
+            return None
+        return Principal("project", row.id, row.organization_id, row.project_id, row.scope, row.role)
+    if prefix == "ok_":
+        org_keys = OrganizationApiKey.__table__
+        org_row = await db.lookup(
+            select(org_keys.c.id, org_keys.c.organization_id, org_keys.c.role).where(
+                org_keys.c.key_hash == digest, org_keys.c.revoked_at.is_(None)
+            )
+        )
+        if org_row is None:
+            return None
+        return Principal("organization", org_row.id, org_row.organization_id, None, "organization", org_row.role)
     return None
 
 

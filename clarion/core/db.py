@@ -7,18 +7,23 @@ SQLAlchemy's async API.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, Row
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql import Executable
 from sqlalchemy.types import TypeDecorator
 
 from clarion.core.settings import Settings
@@ -80,6 +85,39 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+# A pooled connection idle longer than this is pinged before reuse (a server restart or a
+# firewall may have closed it); busier connections skip the round trip.
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def _json_dumps(value: Any) -> str:
+    """JSON column serialiser: orjson, falling back to the standard library for what orjson
+    refuses (integers beyond 64 bits, non-string keys)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    """Pessimistic disconnect handling, paid only after idleness: ``pool_pre_ping`` costs a round
+    trip on every checkout, which on a busy API is most of a short request's database time."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("checked_in_at")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.sync_engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the pool discards this connection and checks out another
+            raise DisconnectionError(f"idle connection failed its ping: {exc}") from exc
+
+
 class Database:
     """Owns the engine and hands out sessions: ``write()`` for changes, ``read()`` for queries."""
 
@@ -88,7 +126,11 @@ class Database:
         url = settings.resolved_database_url
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
-        kwargs: dict[str, Any] = {"echo": settings.db_echo}
+        kwargs: dict[str, Any] = {
+            "echo": settings.db_echo,
+            "json_serializer": _json_dumps,
+            "json_deserializer": orjson.loads,
+        }
         if self.dialect == "sqlite":
             path = url.split("///", 1)[1] if "///" in url else ""
             if path and path != ":memory:":
@@ -101,13 +143,17 @@ class Database:
         else:
             kwargs["pool_size"] = settings.db_pool_size
             kwargs["max_overflow"] = settings.db_pool_size * 2
-            kwargs["pool_pre_ping"] = True
         self.engine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
             read_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
+            self._lookup_engine = read_engine
         else:
+            if settings.db_pool_size > 0:
+                _ping_idle_connections(self.engine)
             read_engine = self.engine
+            # Single-statement reads need no BEGIN/ROLLBACK around them.
+            self._lookup_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         from clarion.core.tenancy import TenantSession
 
         self._write = async_sessionmaker(self.engine, expire_on_commit=False, sync_session_class=TenantSession)
@@ -133,6 +179,12 @@ class Database:
         """A session inside one transaction: committed on success, rolled back on error."""
         async with self.session(project_id=project_id, readonly=readonly) as session, session.begin():
             yield session
+
+    async def lookup(self, statement: Executable) -> Row[Any] | None:
+        """The first row of one read-only statement, outside any explicit transaction and outside
+        tenant scoping: the statement must filter by project itself (used by authentication)."""
+        async with self._lookup_engine.connect() as connection:
+            return (await connection.execute(statement)).first()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -91,7 +91,7 @@ async def track_events(
     ids: list[str | None] = [None] * len(items)
     if not parsed:
         return ids, errors
-    users = await upsert_users(session, project_id, [change for _, _, change in parsed])
+    users = await upsert_users(session, project_id, [change for _, _, change in parsed], ids_only=True)
     rows = []
     paths: dict[tuple[str, str, str], str] = {}
     for (index, row, _), user in zip(parsed, users, strict=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
-from fastapi.responses import JSONResponse
+from pydantic_core import to_json
 from sqlalchemy import or_, select
 
 from clarion.api.context import ProjectContext, project_ctx
@@ -80,19 +80,16 @@ async def batch_upsert_users(body: Any = Body(...), ctx: ProjectContext = projec
     for index, item in enumerate(items):
         result: dict[str, Any] = {"index": index, **echo_ids(item)}
         if index in errors:
-            result["error"] = errors[index]
+            result["error"] = errors[index]  # exactly one of `user` / `error`
         else:
             result["user"] = by_index[index]
         results.append(result)
-    body = UserBatchResponse.model_validate(
-        {"results": results, "succeeded": len(valid), "failed": len(errors)}
-    ).model_dump(mode="json")
-    for result in body["results"]:  # exactly one of `user` / `error`
-        if result["error"] is None:
-            del result["error"]
-        else:
-            del result["user"]
-    return JSONResponse(body)
+    # The dicts already have the wire shape of ``UserBatchResponse`` (user_out builds every
+    # ``UserOut`` field); pydantic-core serialises them the way the model would.
+    return Response(
+        to_json({"results": results, "succeeded": len(valid), "failed": len(errors)}),
+        media_type="application/json",
+    )
 
 
 @router.patch(

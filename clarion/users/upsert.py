@@ -151,9 +151,25 @@ def _plan(rows: list[dict[str, Any]], changes: list[UserChange]) -> _Plan:
     return plan
 
 
+def _moves_identity(rows: list[dict[str, Any]], plan: _Plan) -> bool:
+    """Whether an UPDATE of the plan changes an existing user's external or anonymous id (records
+    at positions below ``len(rows)`` are the selected rows, in order)."""
+    for pos in plan.dirty:
+        record, original = plan.records[pos], rows[pos]
+        if record["external_id"] != original["external_id"] or record["anonymous_id"] != original["anonymous_id"]:
+            return True
+    return False
+
+
+_IDENTITY = (USERS.c.id, USERS.c.external_id, USERS.c.anonymous_id)
+
+
 async def _select(
-    session: AsyncSession, project_id: int, changes: list[UserChange], *, lock: bool
+    session: AsyncSession, project_id: int, changes: list[UserChange], *, lock: bool, ids_only: bool = False
 ) -> list[dict[str, Any]]:
+    """The users the batch names, in id order; with ``ids_only`` just their identity columns
+    (enough when no change touches a profile, and nothing but the ids is wanted back)."""
+    columns = _IDENTITY if ids_only else tuple(USERS.c)
     externals = sorted({c.external_id for c in changes if c.external_id is not None})
     anonymous = sorted({c.anonymous_id for c in changes if c.anonymous_id is not None})
     postgres = dialect_name(session) == "postgresql"
@@ -169,7 +185,7 @@ async def _select(
             .render_derived(name="k")
         )
         stmt = (
-            select(USERS)
+            select(*columns)
             .select_from(keys.join(USERS, and_(USERS.c.project_id == project_id, column == keys.c.v)))
             .order_by(USERS.c.id)
         )
@@ -182,7 +198,7 @@ async def _select(
         conditions.append(USERS.c.external_id.in_(externals))  # ux_users_project_external
     if anonymous:
         conditions.append(USERS.c.anonymous_id.in_(anonymous))  # ux_users_project_anonymous
-    stmt = select(USERS).where(USERS.c.project_id == project_id, or_(*conditions)).order_by(USERS.c.id)
+    stmt = select(*columns).where(USERS.c.project_id == project_id, or_(*conditions)).order_by(USERS.c.id)
     if lock and postgres:
         stmt = stmt.with_for_update()
     connection = await session.connection()  # Core path: project_id is filtered explicitly above
@@ -234,19 +250,29 @@ async def _execute(session: AsyncSession, project_id: int, plan: _Plan) -> None:
             plan.records[pos]["id"] = row[0]
 
 
-async def upsert_users(session: AsyncSession, project_id: int, changes: list[UserChange]) -> list[dict[str, Any]]:
-    """Apply ``changes`` in order; return each item's resulting user row (as a dict)."""
+async def upsert_users(
+    session: AsyncSession, project_id: int, changes: list[UserChange], *, ids_only: bool = False
+) -> list[dict[str, Any]]:
+    """Apply ``changes`` in order; return each item's resulting user row (as a dict).
+
+    With ``ids_only`` the caller promises to read only ``id`` (and the identity columns) of the
+    returned rows, which lets a batch that changes no profile skip loading whole rows.
+    """
     if not changes:
         return []
     lock = any(c.changes_profile for c in changes)
     last_error: IntegrityError | None = None
     for _attempt in range(4):
-        rows = await _select(session, project_id, changes, lock=lock)
+        rows = await _select(session, project_id, changes, lock=lock, ids_only=ids_only and not lock)
         plan = _plan(rows, changes)
         try:
-            if plan.new or plan.dirty or plan.merges:  # reads of known users need no savepoint
+            if plan.new or plan.merges or _moves_identity(rows, plan):
+                # A concurrent writer may claim one of these identities first: keep the failure
+                # inside a savepoint so the batch can be re-planned.
                 async with session.begin_nested():
                     await _execute(session, project_id, plan)
+            elif plan.dirty:  # updates by id of non-identity columns cannot conflict
+                await _execute(session, project_id, plan)
         except IntegrityError as exc:  # a concurrent writer created one of these identities
             last_error = exc
             continue
