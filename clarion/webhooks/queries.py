@@ -79,9 +79,45 @@ async def existing_deliveries(session: AsyncSession, delivery_ids: Iterable[str]
     return set(rows.scalars())
 
 
+ATTEMPT_ROWS_PER_INSERT = 500
+
+
 async def insert_attempts(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await session.execute(insert(ATTEMPTS), rows)
+    """Multi-row ``INSERT … VALUES (…), (…)``: one statement per 500 attempts (8 parameters each,
+    well inside SQLite's and PostgreSQL's parameter limits)."""
+    for start in range(0, len(rows), ATTEMPT_ROWS_PER_INSERT):
+        await session.execute(insert(ATTEMPTS).values(rows[start : start + ATTEMPT_ROWS_PER_INSERT]))
+
+
+async def mark_succeeded(
+    session: AsyncSession, delivery_ids: Sequence[str], *, status_code: int, now: datetime
+) -> None:
+    """One UPDATE for every delivery of a batch acknowledged with ``status_code``; only rows still
+    ``running`` (ours) change."""
+    if delivery_ids:
+        await session.execute(
+            update(DELIVERIES)
+            .where(DELIVERIES.c.id.in_(delivery_ids), DELIVERIES.c.state == "running")
+            .values(
+                state="succeeded",
+                lease_until=None,
+                last_status_code=status_code,
+                last_error=None,
+                completed_at=now,
+                updated_at=now,
+            )
+        )
+
+
+async def release_claimed(session: AsyncSession, delivery_ids: Sequence[str], now: datetime, *, state: str) -> None:
+    """Give back claimed deliveries that were not attempted (``state`` queued or held), undoing
+    the claim's attempt count."""
+    if delivery_ids:
+        await session.execute(
+            update(DELIVERIES)
+            .where(DELIVERIES.c.id.in_(delivery_ids), DELIVERIES.c.state == "running")
+            .values(state=state, lease_until=None, attempts=DELIVERIES.c.attempts - 1, updated_at=now)
+        )
 
 
 _UPDATE_DELIVERY = (
