@@ -29,6 +29,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion import __version__
@@ -89,7 +90,10 @@ class WebhookClient:
     Redirects are not followed and proxy settings from the environment are ignored.
     """
 
-    def __init__(self, settings: Settings, *, concurrency: int | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, concurrency: int | None = None, resolver: AbstractResolver | None = None
+    ) -> None:
+        """``resolver``: the DNS resolver that :class:`GuardedResolver` wraps (aiohttp's default)."""
         self.settings = settings
         self.allow_private = settings.webhook_allow_private
         self.limit = max(1, concurrency or settings.webhook_concurrency)
@@ -98,7 +102,7 @@ class WebhookClient:
             limit=self.limit,
             limit_per_host=0,
             ssl=ssl.create_default_context(),
-            resolver=GuardedResolver(allow_private=self.allow_private),
+            resolver=GuardedResolver(allow_private=self.allow_private, inner=resolver),
             ttl_dns_cache=int(RESOLUTION_TTL_SECONDS),
         )
         self._http = aiohttp.ClientSession(
