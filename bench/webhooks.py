@@ -169,7 +169,11 @@ async def _bare_aiohttp(url: str, bodies: list[bytes], secret: str, concurrency:
 
 
 def _settings(url: str, tmp: str) -> Settings:
-    return Settings(database_url=url, data_dir=Path(tmp), secret_key="bench", webhook_allow_private=True)
+    # a dispatcher holds at most two connections at once (a batch's record, then the next claim);
+    # PostgreSQL's connection limit is shared with everything else on the machine
+    return Settings(
+        database_url=url, data_dir=Path(tmp), secret_key="bench", webhook_allow_private=True, db_pool_size=3
+    )
 
 
 async def _worker_process_main(url: str, tmp: str) -> None:
