@@ -248,8 +248,12 @@ class WebhookSource:
     async def run_once(self) -> int:
         if self._prefetch is not None:
             # shielded: a worker stopping while it waits leaves the claim to aclose()
-            batch = await asyncio.shield(self._prefetch)
-            self._prefetch = None
+            prefetch = self._prefetch
+            try:
+                batch = await asyncio.shield(prefetch)
+            finally:
+                if prefetch.done():
+                    self._prefetch = None
         else:
             batch = await self._claim_after(self._recording)
         if batch is None:
