@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import hmac
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,6 +29,7 @@ import httpx
 import orjson
 import pytest
 import pytest_asyncio
+from aiohttp.abc import AbstractResolver, ResolveResult
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
@@ -34,9 +38,12 @@ from clarion.core.clock import utcnow
 from clarion.core.db import Database
 from clarion.core.migrations import migrate
 from clarion.core.settings import Settings
-from clarion.webhooks.dispatch import WebhookSource, purge_webhook_history
+from clarion.core.wakeup import Waker
+from clarion.webhooks.dispatch import WebhookClient, WebhookSource, purge_webhook_history
 from clarion.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from clarion.webhooks.outbox import InvalidEvent, OutgoingEvent, publish_event, publish_events
+from clarion.webhooks.targets import AddressRefused, GuardedResolver
+from clarion.worker.runner import Worker
 from tests.conftest import (
     BACKENDS,
     Backend,
@@ -251,10 +258,12 @@ async def test_publish_validates_type_and_data(env: Env) -> None:
 
 async def test_server_errors_then_recovery_lose_nothing(env: Env) -> None:
     """The receiver answers 500 for a while, then recovers: every event is delivered and acked."""
-    failing_until = time.monotonic() + 1.5
+    failing_until: list[float] = []  # 1.5 s from the first request (not from the test's start: slow machines)
 
     def flaky(_: Received) -> Reply:
-        return (500, {}, b"down") if time.monotonic() < failing_until else (200, {}, b"ok")
+        if not failing_until:
+            failing_until.append(time.monotonic() + 1.5)
+        return (500, {}, b"down") if time.monotonic() < failing_until[0] else (200, {}, b"ok")
 
     rec = Receiver(free_port(), flaky).start()
     try:
@@ -706,3 +715,91 @@ async def test_endpoint_deleted_while_its_delivery_is_in_flight(env: Env) -> Non
 
 async def _endpoint_has_running(env: Env, endpoint_id: int) -> bool:
     return any(d.state == "running" for d in await env.deliveries(endpoint_id))
+
+
+class FixedResolver(AbstractResolver):
+    """Answers every lookup with ``addresses`` (a DNS server under the test's control)."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = list(addresses)
+        self.lookups = 0
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.lookups += 1
+        return [
+            ResolveResult(hostname=host, host=a, port=port, family=socket.AF_INET, proto=0, flags=0)
+            for a in self.addresses
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_guarded_resolver_refuses_non_global_answers() -> None:
+    dns = FixedResolver("93.184.216.34")
+    guarded = GuardedResolver(allow_private=False, inner=dns)
+    assert [r["host"] for r in await guarded.resolve("hooks.example", 443)] == ["93.184.216.34"]
+    for address, why in (("127.0.0.1", "loopback"), ("10.0.0.7", "private"), ("169.254.169.254", "link-local")):
+        dns.addresses = ["93.184.216.34", address]  # one bad answer among good ones is enough
+        with pytest.raises(AddressRefused, match=why):
+            await guarded.resolve("hooks.example", 443)
+    assert [r["host"] for r in await GuardedResolver(allow_private=True, inner=dns).resolve("h", 1)] == [
+        "93.184.216.34",
+        "169.254.169.254",
+    ]
+
+
+async def test_dispatch_checks_the_address_it_connects_to(env: Env, receiver: Receiver) -> None:
+    """DNS rebinding: the name resolved to a global address when the endpoint was saved, and to
+    loopback when the worker connects. The worker's resolver refuses the connection."""
+    dns = FixedResolver("127.0.0.1")
+    settings = env.settings.model_copy(update={"webhook_allow_private": False})
+    client = WebhookClient(settings, resolver=dns)
+    try:
+        result = await client.post(f"https://rebind.example:{receiver.port}/hooks", b"{}", lambda: {})
+    finally:
+        await client.aclose()
+    assert dns.lookups >= 1
+    assert result.status_code is None and result.error is not None
+    assert result.error.startswith("target refused:") and "loopback" in result.error
+    assert receiver.snapshot() == []
+
+
+async def test_gone_stops_the_other_requests_to_the_endpoint(env: Env) -> None:
+    def gone(_: Received) -> Reply:
+        return 410, {}, b"gone"
+
+    rec = Receiver(free_port(), gone).start()
+    try:
+        endpoint = await env.create_endpoint(rec.url)
+        await env.publish(12)
+        async with running_worker(env, webhook_concurrency=1, webhook_batch_size=5):
+            await wait_for(lambda: _all_in_state(env, endpoint["id"], "held"))
+        assert len(rec.snapshot()) == 1
+        assert await env.endpoint_status(endpoint["id"]) == "disabled"
+        deliveries = await env.deliveries(endpoint["id"])
+        assert len(deliveries) == 12
+        assert sorted(d.attempts for d in deliveries) == [0] * 11 + [1]
+    finally:
+        rec.stop()
+
+
+async def test_worker_stop_closes_the_http_session(env: Env, receiver: Receiver) -> None:
+    endpoint = await env.create_endpoint(receiver.url)
+    await env.publish(3)
+    source = WebhookSource(env.db, env.settings)
+    worker = Worker([source], Waker(), poll_interval=0.05)
+    await worker.start()
+    try:
+        await wait_for(lambda: _all_in_state(env, endpoint["id"], "succeeded"))
+        client = source.client
+    finally:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            await worker.stop()
+            gc.collect()
+    assert client._http.closed
+    assert source._client is None
+    assert not [w for w in caught if "nclosed" in str(w.message)]

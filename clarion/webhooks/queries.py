@@ -80,8 +80,41 @@ async def existing_deliveries(session: AsyncSession, delivery_ids: Iterable[str]
 
 
 async def insert_attempts(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """One executemany for a whole batch: the statement is compiled once and cached (a multi-row
+    ``VALUES`` list would be compiled anew for every batch, which costs more than it saves)."""
     if rows:
         await session.execute(insert(ATTEMPTS), rows)
+
+
+async def mark_succeeded(
+    session: AsyncSession, delivery_ids: Sequence[str], *, status_code: int, now: datetime
+) -> None:
+    """One UPDATE for every delivery of a batch acknowledged with ``status_code``; only rows still
+    ``running`` (ours) change."""
+    if delivery_ids:
+        await session.execute(
+            update(DELIVERIES)
+            .where(DELIVERIES.c.id.in_(delivery_ids), DELIVERIES.c.state == "running")
+            .values(
+                state="succeeded",
+                lease_until=None,
+                last_status_code=status_code,
+                last_error=None,
+                completed_at=now,
+                updated_at=now,
+            )
+        )
+
+
+async def release_claimed(session: AsyncSession, delivery_ids: Sequence[str], now: datetime, *, state: str) -> None:
+    """Give back claimed deliveries that were not attempted (``state`` queued or held), undoing
+    the claim's attempt count."""
+    if delivery_ids:
+        await session.execute(
+            update(DELIVERIES)
+            .where(DELIVERIES.c.id.in_(delivery_ids), DELIVERIES.c.state == "running")
+            .values(state=state, lease_until=None, attempts=DELIVERIES.c.attempts - 1, updated_at=now)
+        )
 
 
 _UPDATE_DELIVERY = (

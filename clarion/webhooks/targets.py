@@ -1,7 +1,10 @@
 """Where a webhook may be sent (contract §E9): ``https://`` only, and never to a private,
 loopback, link-local or otherwise non-global address — checked after DNS resolution, when an
-endpoint is saved and again before every dispatch. ``CLARION_WEBHOOK_ALLOW_PRIVATE=true`` lifts
-both rules (development, tests, receivers on the same private network).
+endpoint is saved (:class:`TargetChecker`) and at dispatch time by :class:`GuardedResolver`, the
+resolver of the dispatcher's HTTP connector: the addresses it approves are the ones connected to,
+so a DNS answer that changes between the check and the connection (DNS rebinding) cannot slip
+through. ``CLARION_WEBHOOK_ALLOW_PRIVATE=true`` lifts both rules (development, tests, receivers on
+the same private network).
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
 MAX_URL_LENGTH = 2048
 # Resolutions are reused this long, so a batch of deliveries to one host costs one lookup.
 RESOLUTION_TTL_SECONDS = 10.0
@@ -20,6 +26,18 @@ RESOLUTION_TTL_SECONDS = 10.0
 
 class TargetRefused(Exception):
     """The URL may not be used as a webhook target; ``str(exc)`` says why."""
+
+
+class AddressRefused(OSError):
+    """Raised by :class:`GuardedResolver` when a host resolves to a refused address. An ``OSError``
+    so that aiohttp reports it as a connection (DNS) error carrying this exception."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,54 @@ def refused_address(address: str) -> str | None:
     return None
 
 
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def dispatch_refusal(url: str, *, allow_private: bool) -> str | None:
+    """The checks a dispatch makes before connecting: the URL rules, and the address rule for a
+    literal IP host (aiohttp does not consult the resolver for those). Host names are judged by
+    :class:`GuardedResolver` when the connection resolves them."""
+    try:
+        target = parse_target(url, allow_private=allow_private)
+    except TargetRefused as exc:
+        return str(exc)
+    if allow_private or not is_ip_literal(target.host):
+        return None
+    return refused_address(target.host.strip("[]"))
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp resolver that refuses non-global addresses after resolution (unless
+    ``allow_private``). It wraps aiohttp's default resolver; the connector connects only to the
+    addresses returned here, and caches them (``ttl_dns_cache``) as it would any answer."""
+
+    def __init__(self, *, allow_private: bool, inner: AbstractResolver | None = None) -> None:
+        self.allow_private = allow_private
+        self._inner = inner if inner is not None else DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if self.allow_private:
+            return results
+        if not results:
+            raise AddressRefused(f"host {host!r} does not resolve")
+        for result in results:
+            reason = refused_address(result["host"])
+            if reason is not None:
+                raise AddressRefused(f"host {host!r} resolves to a refused address: {reason}")
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 class TargetChecker:
     """Resolves hosts through the event loop and applies the address rules, with a short cache."""
 
@@ -94,10 +160,9 @@ class TargetChecker:
             raise TargetRefused(reason)
 
     async def _resolve_and_judge(self, target: ParsedTarget) -> str | None:
-        try:
-            ipaddress.ip_address(target.host.strip("[]"))
+        if is_ip_literal(target.host):
             addresses = [target.host.strip("[]")]
-        except ValueError:
+        else:
             loop = asyncio.get_running_loop()
             try:
                 infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)

@@ -21,6 +21,17 @@ class WorkSource(Protocol):
         ...
 
 
+async def close_source(source: WorkSource) -> None:
+    """Let a source that holds resources (an HTTP session, in-flight records) release them."""
+    aclose = getattr(source, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except Exception:
+        log.exception("closing work source %s failed", source.topic)
+
+
 def default_sources(db: Database) -> list[WorkSource]:
     """Every kind of due work this build knows about; domains add their sources here."""
     from clarion.core.registry import load_job_handlers
@@ -63,6 +74,7 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        await asyncio.gather(*(close_source(s) for s in self.sources))
         from clarion.providers.email.smtp import close_pools
 
         await close_pools()
