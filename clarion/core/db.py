@@ -7,6 +7,7 @@ SQLAlchemy's async API.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
@@ -80,6 +82,31 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+# A pooled PostgreSQL connection idle longer than this is pinged before reuse (a dead one is
+# replaced transparently). ``pool_pre_ping`` pinged on every checkout: one extra round trip per
+# request. A connection that dies while busy or within this window surfaces as an error on its
+# first statement; SQLAlchemy then invalidates it (and the pool's older connections).
+IDLE_PING_SECONDS = 5.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info["clarion_last_used"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        last = record.info.get("clarion_last_used")
+        if last is None or time.monotonic() - last <= IDLE_PING_SECONDS:
+            return  # fresh from connect(), or used moments ago
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            # The pool discards this connection and checks out (or opens) another.
+            raise DisconnectionError("idle connection failed its ping") from exc
+
+
 class Database:
     """Owns the engine and hands out sessions: ``write()`` for changes, ``read()`` for queries."""
 
@@ -101,12 +128,13 @@ class Database:
         else:
             kwargs["pool_size"] = settings.db_pool_size
             kwargs["max_overflow"] = settings.db_pool_size * 2
-            kwargs["pool_pre_ping"] = True
         self.engine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
             read_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
         else:
+            if settings.db_pool_size > 0:
+                _ping_when_idle(self.engine)
             read_engine = self.engine
         from clarion.core.tenancy import TenantSession
 
