@@ -7,6 +7,7 @@ SQLAlchemy's async API.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -62,6 +64,22 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def json_dumps(value: Any) -> str:
+    """JSON columns' encoder: orjson, or the stdlib for what orjson refuses (e.g. ints > 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError subclasses TypeError
+        return json.dumps(value)
+
+
+def json_loads(text: str | bytes) -> Any:
+    """JSON columns' decoder: orjson, or the stdlib for what orjson refuses (e.g. NaN in SQLite)."""
+    try:
+        return orjson.loads(text)
+    except ValueError:  # orjson.JSONDecodeError subclasses ValueError
+        return json.loads(text)
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -115,7 +133,11 @@ class Database:
         url = settings.resolved_database_url
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
-        kwargs: dict[str, Any] = {"echo": settings.db_echo}
+        kwargs: dict[str, Any] = {
+            "echo": settings.db_echo,
+            "json_serializer": json_dumps,
+            "json_deserializer": json_loads,
+        }
         if self.dialect == "sqlite":
             path = url.split("///", 1)[1] if "///" in url else ""
             if path and path != ":memory:":

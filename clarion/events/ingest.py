@@ -40,11 +40,11 @@ def _timestamp(value: Any) -> datetime:
     return parsed
 
 
-def parse_event(item: Any, now: datetime) -> tuple[dict[str, Any], UserChange]:
+def parse_event(item: Any, now: datetime, *, check_nul: bool = True) -> tuple[dict[str, Any], UserChange]:
     """The event row (without ids) and the user change it implies; :class:`ItemInvalid` if bad."""
     if not isinstance(item, dict):
         raise ItemInvalid(ErrorCode.parameter_invalid_format, "Each event must be an object.")
-    if contains_nul(item):
+    if check_nul and contains_nul(item):
         raise ItemInvalid(ErrorCode.parameter_invalid_format, "Text must not contain NUL (\\u0000) characters.")
     unknown = sorted(set(item) - EVENT_FIELDS)
     if unknown:
@@ -81,9 +81,10 @@ async def track_events(
     now = utcnow()
     errors: dict[int, dict[str, str]] = {}
     parsed: list[tuple[int, dict[str, Any], UserChange]] = []
+    check_nul = contains_nul(items)  # one pass over the batch; items are checked only if it has one
     for index, item in enumerate(items):
         try:
-            row, change = parse_event(item, now)
+            row, change = parse_event(item, now, check_nul=check_nul)
         except ItemInvalid as exc:
             errors[index] = {"code": exc.code.value, "message": exc.message}
             continue

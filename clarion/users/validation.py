@@ -155,11 +155,14 @@ class UserChange:
         )
 
 
-def parse_user_item(item: Any) -> UserChange:
-    """Validate one ``UserUpsertItem``; raise :class:`ItemInvalid` with a precise reason."""
+def parse_user_item(item: Any, *, check_nul: bool = True) -> UserChange:
+    """Validate one ``UserUpsertItem``; raise :class:`ItemInvalid` with a precise reason.
+
+    ``check_nul=False`` when the caller has already found no NUL in the whole batch.
+    """
     if not isinstance(item, dict):
         raise ItemInvalid(ErrorCode.parameter_invalid_format, "Each item must be an object.")
-    if contains_nul(item):
+    if check_nul and contains_nul(item):
         raise ItemInvalid(ErrorCode.parameter_invalid_format, "Text must not contain NUL (\\u0000) characters.")
     unknown = sorted(set(item) - ITEM_FIELDS)
     if unknown:
