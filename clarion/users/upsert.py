@@ -151,9 +151,14 @@ def _plan(rows: list[dict[str, Any]], changes: list[UserChange]) -> _Plan:
     return plan
 
 
+_IDENTITY = (USERS.c.id, USERS.c.external_id, USERS.c.anonymous_id)
+
+
 async def _select(
-    session: AsyncSession, project_id: int, changes: list[UserChange], *, lock: bool
+    session: AsyncSession, project_id: int, changes: list[UserChange], *, lock: bool, ids_only: bool = False
 ) -> list[dict[str, Any]]:
+    """The users ``changes`` name; only their identity columns with ``ids_only``."""
+    columns = _IDENTITY if ids_only else (USERS,)
     externals = sorted({c.external_id for c in changes if c.external_id is not None})
     anonymous = sorted({c.anonymous_id for c in changes if c.anonymous_id is not None})
     postgres = dialect_name(session) == "postgresql"
@@ -169,7 +174,7 @@ async def _select(
             .render_derived(name="k")
         )
         stmt = (
-            select(USERS)
+            select(*columns)
             .select_from(keys.join(USERS, and_(USERS.c.project_id == project_id, column == keys.c.v)))
             .order_by(USERS.c.id)
         )
@@ -182,7 +187,7 @@ async def _select(
         conditions.append(USERS.c.external_id.in_(externals))  # ux_users_project_external
     if anonymous:
         conditions.append(USERS.c.anonymous_id.in_(anonymous))  # ux_users_project_anonymous
-    stmt = select(USERS).where(USERS.c.project_id == project_id, or_(*conditions)).order_by(USERS.c.id)
+    stmt = select(*columns).where(USERS.c.project_id == project_id, or_(*conditions)).order_by(USERS.c.id)
     if lock and postgres:
         stmt = stmt.with_for_update()
     connection = await session.connection()  # Core path: project_id is filtered explicitly above
@@ -234,14 +239,21 @@ async def _execute(session: AsyncSession, project_id: int, plan: _Plan) -> None:
             plan.records[pos]["id"] = row[0]
 
 
-async def upsert_users(session: AsyncSession, project_id: int, changes: list[UserChange]) -> list[dict[str, Any]]:
-    """Apply ``changes`` in order; return each item's resulting user row (as a dict)."""
+async def upsert_users(
+    session: AsyncSession, project_id: int, changes: list[UserChange], *, ids_only: bool = False
+) -> list[dict[str, Any]]:
+    """Apply ``changes`` in order; return each item's resulting user row (as a dict).
+
+    ``ids_only``: the caller needs only each user's ``id`` (events). When no change touches a
+    profile, only the identity columns are then read, not whole rows with their ``data``.
+    """
     if not changes:
         return []
     lock = any(c.changes_profile for c in changes)
+    light = ids_only and not lock  # nothing is merged into a row, so its other columns are not needed
     last_error: IntegrityError | None = None
     for _attempt in range(4):
-        rows = await _select(session, project_id, changes, lock=lock)
+        rows = await _select(session, project_id, changes, lock=lock, ids_only=light)
         plan = _plan(rows, changes)
         try:
             if plan.new or plan.dirty or plan.merges:  # reads of known users need no savepoint
