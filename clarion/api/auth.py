@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 from fastapi import Depends, Request
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from clarion.api.errors import ApiError, ErrorCode
 from clarion.core.db import Database
@@ -59,38 +59,45 @@ def bearer_token(request_headers: dict[str, str] | None, authorization: str | No
     return token.strip()
 
 
+_PROJECT_KEY = (
+    select(
+        ProjectApiKey.id,
+        ProjectApiKey.project_id,
+        ProjectApiKey.scope,
+        ProjectApiKey.role,
+        Project.organization_id,
+    )
+    .join(Project, Project.id == ProjectApiKey.project_id)
+    .where(ProjectApiKey.key_hash == bindparam("digest"), ProjectApiKey.revoked_at.is_(None))
+)
+_ORG_KEY = select(OrganizationApiKey.id, OrganizationApiKey.organization_id, OrganizationApiKey.role).where(
+    OrganizationApiKey.key_hash == bindparam("digest"), OrganizationApiKey.revoked_at.is_(None)
+)
+
+
 async def resolve_principal(db: Database, token: str) -> Principal | None:
-    """Look a bearer value up by its hash; ``None`` for unknown, malformed or revoked keys."""
+    """Look a bearer value up by its hash; ``None`` for unknown, malformed or revoked keys.
+
+    One statement (key joined to its project), read on every request: nothing is cached, so a
+    revocation takes effect at once.
+    """
     prefix = token[:3]
-    digest = hash_key(token)
-    async with db.session(readonly=True) as session:
-        if prefix in ("sk_", "pk_"):
-            row = (
-                await session.execute(
-                    select(ProjectApiKey, Project.organization_id)
-                    .join(Project, Project.id == ProjectApiKey.project_id)
-                    .where(ProjectApiKey.key_hash == digest, ProjectApiKey.revoked_at.is_(None))
-                )
-            ).first()
-            if row is None:
-                return None
-            key, org_id = row
-            expected = "sk_" if key.scope == "secret" else "pk_"
-            if prefix != expected:
-                return None
-            return Principal("project", key.id, org_id, key.project_id, key.scope, key.role)  # type: ignore[arg-type]
+    if prefix not in ("sk_", "pk_", "ok_"):
+        return None
+    params = {"digest": hash_key(token)}
+    async with db.lookup() as connection:
         if prefix == "ok_":
-            org_key = (
-                await session.execute(
-                    select(OrganizationApiKey).where(
-                        OrganizationApiKey.key_hash == digest, OrganizationApiKey.revoked_at.is_(None)
-                    )
-                )
-            ).scalar_one_or_none()
+            org_key = (await connection.execute(_ORG_KEY, params)).first()
             if org_key is None:
                 return None
             return Principal("organization", org_key.id, org_key.organization_id, None, "organization", org_key.role)
-    return None
+        key = (await connection.execute(_PROJECT_KEY, params)).first()
+    if key is None:
+        return None
+    expected = "sk_" if key.scope == "secret" else "pk_"
+    if prefix != expected:
+        return None
+    return Principal("project", key.id, key.organization_id, key.project_id, key.scope, key.role)
 
 
 _UNRESOLVED = object()

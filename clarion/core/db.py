@@ -20,7 +20,7 @@ from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
@@ -154,10 +154,13 @@ class Database:
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
             read_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
+            self._lookup_engine = read_engine
         else:
             if settings.db_pool_size > 0:
                 _ping_when_idle(self.engine)
             read_engine = self.engine
+            # A single read statement needs no transaction: no BEGIN/ROLLBACK round trips.
+            self._lookup_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         from clarion.core.tenancy import TenantSession
 
         self._write = async_sessionmaker(self.engine, expire_on_commit=False, sync_session_class=TenantSession)
@@ -183,6 +186,13 @@ class Database:
         """A session inside one transaction: committed on success, rolled back on error."""
         async with self.session(project_id=project_id, readonly=readonly) as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def lookup(self) -> AsyncIterator[AsyncConnection]:
+        """A Core connection for one read statement, outside any explicit transaction (PostgreSQL
+        runs it in autocommit: a single round trip). Not scoped to a project: the caller filters."""
+        async with self._lookup_engine.connect() as connection:
+            yield connection
 
     async def dispose(self) -> None:
         await self.engine.dispose()
