@@ -80,7 +80,7 @@ async def batch_upsert_users(body: Any = Body(...), ctx: ProjectContext = projec
     for index, item in enumerate(items):
         result: dict[str, Any] = {"index": index, **echo_ids(item)}
         if index in errors:
-            result["error"] = errors[index]
+            result["error"] = errors[index]  # exactly one of `user` / `error`
         else:
             result["user"] = by_index[index]
         results.append(result)
