@@ -23,7 +23,6 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
-from sqlalchemy.sql import Executable
 from sqlalchemy.types import TypeDecorator
 
 from clarion.core.settings import Settings
@@ -105,7 +104,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 # replaced transparently). ``pool_pre_ping`` pinged on every checkout: one extra round trip per
 # request. A connection that dies while busy or within this window surfaces as an error on its
 # first statement; SQLAlchemy then invalidates it (and the pool's older connections).
-IDLE_PING_SECONDS = 5.0
+PING_AFTER_IDLE_SECONDS = 5.0
 
 
 def _ping_when_idle(engine: AsyncEngine) -> None:
@@ -117,10 +116,10 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         last = record.info.get("clarion_last_used")
-        if last is None or time.monotonic() - last <= IDLE_PING_SECONDS:
+        if last is None or time.monotonic() - last <= PING_AFTER_IDLE_SECONDS:
             return  # fresh from connect(), or used moments ago
         try:
-            dbapi_connection.ping()
+            engine.sync_engine.dialect.do_ping(dbapi_connection)
         except Exception as exc:
             # The pool discards this connection and checks out (or opens) another.
             raise DisconnectionError("idle connection failed its ping") from exc

@@ -42,22 +42,6 @@ def normalise_email(value: str) -> str:
         raise ItemInvalid(ErrorCode.parameter_invalid_format, f"email: {exc}") from exc
 
 
-def normalise_email(value: str) -> str:
-    """RFC 5322 syntax via email-validator, lower-cased.
-
-    Most addresses are ``ascii-dot-atom@domain``: for those email-validator returns the local
-    part unchanged, so only the domain needs its checks, and a domain's verdict is cached. Any
-    other shape (quoted, internationalised, display names, bad domains) goes through
-    email-validator whole, which also words the error.
-    """
-    local, at, domain = value.rpartition("@")
-    if at and _ASCII_LOCAL_PART.match(local):
-        ascii_domain = _ascii_domain(domain)
-        if ascii_domain is not None and len(local) + 1 + len(ascii_domain) <= _EMAIL_MAX_LENGTH:
-            return f"{local}@{ascii_domain}".lower()
-    return _validated_email(value)
-
-
 @lru_cache(maxsize=65_536)
 def normalise_phone(value: str) -> str:
     try:
