@@ -32,6 +32,7 @@ class Env:
     secret_key: str
     publishable_key: str
     base_url: str = ""
+    server_pid: int = 0  # the uvicorn supervisor; its children are the workers
 
 
 def _free_port() -> int:
@@ -92,6 +93,7 @@ async def environment(tmp: Path) -> AsyncIterator[Env]:
             env=server_env,
         )
         env.base_url = f"http://127.0.0.1:{port}"
+        env.server_pid = proc.pid
         deadline = time.monotonic() + 60
         async with httpx.AsyncClient() as client:
             while True:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 from fastapi import Depends, Request
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from clarion.api.errors import ApiError, ErrorCode
 from clarion.core.db import Database
@@ -59,34 +59,45 @@ def bearer_token(request_headers: dict[str, str] | None, authorization: str | No
     return token.strip()
 
 
+_PROJECT_KEY = (
+    select(
+        ProjectApiKey.id,
+        ProjectApiKey.project_id,
+        ProjectApiKey.scope,
+        ProjectApiKey.role,
+        Project.organization_id,
+    )
+    .join(Project, Project.id == ProjectApiKey.project_id)
+    .where(ProjectApiKey.key_hash == bindparam("digest"), ProjectApiKey.revoked_at.is_(None))
+)
+_ORG_KEY = select(OrganizationApiKey.id, OrganizationApiKey.organization_id, OrganizationApiKey.role).where(
+    OrganizationApiKey.key_hash == bindparam("digest"), OrganizationApiKey.revoked_at.is_(None)
+)
+
+
 async def resolve_principal(db: Database, token: str) -> Principal | None:
-    """Look a bearer value up by its hash; ``None`` for unknown, malformed or revoked keys."""
+    """Look a bearer value up by its hash; ``None`` for unknown, malformed or revoked keys.
+
+    One statement (key joined to its project), read on every request: nothing is cached, so a
+    revocation takes effect at once.
+    """
     prefix = token[:3]
-    digest = hash_key(token)
-    if prefix in ("sk_", "pk_"):
-        keys = ProjectApiKey.__table__
-        row = await db.lookup(
-            select(keys.c.id, keys.c.project_id, keys.c.scope, keys.c.role, Project.__table__.c.organization_id)
-            .join(Project.__table__, Project.__table__.c.id == keys.c.project_id)
-            .where(keys.c.key_hash == digest, keys.c.revoked_at.is_(None))
-        )
-        if row is None:
-            return None
-        expected = "sk_" if row.scope == "secret" else "pk_"
-        if prefix != expected:
-            return None
-        return Principal("project", row.id, row.organization_id, row.project_id, row.scope, row.role)
-    if prefix == "ok_":
-        org_keys = OrganizationApiKey.__table__
-        org_row = await db.lookup(
-            select(org_keys.c.id, org_keys.c.organization_id, org_keys.c.role).where(
-                org_keys.c.key_hash == digest, org_keys.c.revoked_at.is_(None)
-            )
-        )
-        if org_row is None:
-            return None
-        return Principal("organization", org_row.id, org_row.organization_id, None, "organization", org_row.role)
-    return None
+    if prefix not in ("sk_", "pk_", "ok_"):
+        return None
+    params = {"digest": hash_key(token)}
+    async with db.lookup() as connection:
+        if prefix == "ok_":
+            org_key = (await connection.execute(_ORG_KEY, params)).first()
+            if org_key is None:
+                return None
+            return Principal("organization", org_key.id, org_key.organization_id, None, "organization", org_key.role)
+        key = (await connection.execute(_PROJECT_KEY, params)).first()
+    if key is None:
+        return None
+    expected = "sk_" if key.scope == "secret" else "pk_"
+    if prefix != expected:
+        return None
+    return Principal("project", key.id, key.organization_id, key.project_id, key.scope, key.role)
 
 
 _UNRESOLVED = object()

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 _BCP47 = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-(?:[A-Za-z]{2}|[0-9]{3}))?$")
@@ -22,15 +23,30 @@ def utc_representable(value: datetime) -> bool:
     return True
 
 
+# In orjson's output a NUL is always written as the escape ``\u0000``; it is a real escape only
+# when preceded by an even run of backslashes (``\\u0000`` is an escaped backslash then "u0000").
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _walk_contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_walk_contains_nul(k) or _walk_contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_walk_contains_nul(v) for v in value)
+    return False
+
+
 def contains_nul(value: Any) -> bool:
     """Whether a decoded JSON value holds a NUL character anywhere (PostgreSQL text cannot)."""
     if isinstance(value, str):
         return "\x00" in value
-    if isinstance(value, dict):
-        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(contains_nul(v) for v in value)
-    return False
+    try:
+        encoded = orjson.dumps(value)
+    except TypeError:  # what orjson cannot encode (e.g. ints beyond 64 bits): walk it instead
+        return _walk_contains_nul(value)
+    return b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded) is not None
 
 
 class RequestModel(BaseModel):

@@ -18,12 +18,11 @@ from typing import Any
 import orjson
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect, Row
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
-from sqlalchemy.sql import Executable
 from sqlalchemy.types import TypeDecorator
 
 from clarion.core.settings import Settings
@@ -67,6 +66,22 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def json_dumps(value: Any) -> str:
+    """JSON columns' encoder: orjson, or the stdlib for what orjson refuses (e.g. ints > 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError subclasses TypeError
+        return json.dumps(value)
+
+
+def json_loads(text: str | bytes) -> Any:
+    """JSON columns' decoder: orjson, or the stdlib for what orjson refuses (e.g. NaN in SQLite)."""
+    try:
+        return orjson.loads(text)
+    except ValueError:  # orjson.JSONDecodeError subclasses ValueError
+        return json.loads(text)
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -85,37 +100,29 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-# A pooled connection idle longer than this is pinged before reuse (a server restart or a
-# firewall may have closed it); busier connections skip the round trip.
+# A pooled PostgreSQL connection idle longer than this is pinged before reuse (a dead one is
+# replaced transparently). ``pool_pre_ping`` pinged on every checkout: one extra round trip per
+# request. A connection that dies while busy or within this window surfaces as an error on its
+# first statement; SQLAlchemy then invalidates it (and the pool's older connections).
 PING_AFTER_IDLE_SECONDS = 5.0
 
 
-def _json_dumps(value: Any) -> str:
-    """JSON column serialiser: orjson, falling back to the standard library for what orjson
-    refuses (integers beyond 64 bits, non-string keys)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value)
-
-
-def _ping_idle_connections(engine: AsyncEngine) -> None:
-    """Pessimistic disconnect handling, paid only after idleness: ``pool_pre_ping`` costs a round
-    trip on every checkout, which on a busy API is most of a short request's database time."""
-
+def _ping_when_idle(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "checkin")
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
-        record.info["checked_in_at"] = time.monotonic()
+        if record is not None:
+            record.info["clarion_last_used"] = time.monotonic()
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        since = record.info.get("checked_in_at")
-        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
-            return
+        last = record.info.get("clarion_last_used")
+        if last is None or time.monotonic() - last <= PING_AFTER_IDLE_SECONDS:
+            return  # fresh from connect(), or used moments ago
         try:
             engine.sync_engine.dialect.do_ping(dbapi_connection)
-        except Exception as exc:  # the pool discards this connection and checks out another
-            raise DisconnectionError(f"idle connection failed its ping: {exc}") from exc
+        except Exception as exc:
+            # The pool discards this connection and checks out (or opens) another.
+            raise DisconnectionError("idle connection failed its ping") from exc
 
 
 class Database:
@@ -128,8 +135,8 @@ class Database:
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         kwargs: dict[str, Any] = {
             "echo": settings.db_echo,
-            "json_serializer": _json_dumps,
-            "json_deserializer": orjson.loads,
+            "json_serializer": json_dumps,
+            "json_deserializer": json_loads,
         }
         if self.dialect == "sqlite":
             path = url.split("///", 1)[1] if "///" in url else ""
@@ -150,9 +157,9 @@ class Database:
             self._lookup_engine = read_engine
         else:
             if settings.db_pool_size > 0:
-                _ping_idle_connections(self.engine)
+                _ping_when_idle(self.engine)
             read_engine = self.engine
-            # Single-statement reads need no BEGIN/ROLLBACK around them.
+            # A single read statement needs no transaction: no BEGIN/ROLLBACK round trips.
             self._lookup_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         from clarion.core.tenancy import TenantSession
 
@@ -180,11 +187,12 @@ class Database:
         async with self.session(project_id=project_id, readonly=readonly) as session, session.begin():
             yield session
 
-    async def lookup(self, statement: Executable) -> Row[Any] | None:
-        """The first row of one read-only statement, outside any explicit transaction and outside
-        tenant scoping: the statement must filter by project itself (used by authentication)."""
+    @asynccontextmanager
+    async def lookup(self) -> AsyncIterator[AsyncConnection]:
+        """A Core connection for one read statement, outside any explicit transaction (PostgreSQL
+        runs it in autocommit: a single round trip). Not scoped to a project: the caller filters."""
         async with self._lookup_engine.connect() as connection:
-            return (await connection.execute(statement)).first()
+            yield connection
 
     async def dispose(self) -> None:
         await self.engine.dispose()

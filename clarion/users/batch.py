@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from clarion.api.errors import ErrorCode, field_error
+from clarion.api.schemas import contains_nul
 from clarion.users.validation import ItemInvalid, UserChange, parse_user_item
 
 
@@ -32,9 +33,10 @@ def parse_user_items(body: list[Any]) -> tuple[list[tuple[int, UserChange]], dic
     """Valid items with their index, and ``{index: {code, message}}`` for the rest."""
     valid: list[tuple[int, UserChange]] = []
     errors: dict[int, dict[str, str]] = {}
+    check_nul = contains_nul(body)  # one pass over the batch; items are checked only if it has one
     for index, item in enumerate(body):
         try:
-            valid.append((index, parse_user_item(item)))
+            valid.append((index, parse_user_item(item, check_nul=check_nul)))
         except ItemInvalid as exc:
             errors[index] = {"code": exc.code.value, "message": exc.message}
     return valid, errors

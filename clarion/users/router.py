@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pydantic_core
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
-from pydantic_core import to_json
 from sqlalchemy import or_, select
 
 from clarion.api.context import ProjectContext, project_ctx
@@ -84,12 +84,10 @@ async def batch_upsert_users(body: Any = Body(...), ctx: ProjectContext = projec
         else:
             result["user"] = by_index[index]
         results.append(result)
-    # The dicts already have the wire shape of ``UserBatchResponse`` (user_out builds every
-    # ``UserOut`` field); pydantic-core serialises them the way the model would.
-    return Response(
-        to_json({"results": results, "succeeded": len(valid), "failed": len(errors)}),
-        media_type="application/json",
-    )
+    # The dicts already have the UserBatchResponse shape (``users_out`` builds the wire ``User``),
+    # so they are serialised directly, with pydantic's encoder, rather than validated again.
+    content = pydantic_core.to_json({"results": results, "succeeded": len(valid), "failed": len(errors)})
+    return Response(content=content, media_type="application/json")
 
 
 @router.patch(

@@ -19,10 +19,13 @@ Identity rules (``external_id`` is the upsert key):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import String, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import Select, String, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -151,25 +154,27 @@ def _plan(rows: list[dict[str, Any]], changes: list[UserChange]) -> _Plan:
     return plan
 
 
-def _moves_identity(rows: list[dict[str, Any]], plan: _Plan) -> bool:
-    """Whether an UPDATE of the plan changes an existing user's external or anonymous id (records
-    at positions below ``len(rows)`` are the selected rows, in order)."""
-    for pos in plan.dirty:
-        record, original = plan.records[pos], rows[pos]
-        if record["external_id"] != original["external_id"] or record["anonymous_id"] != original["anonymous_id"]:
-            return True
-    return False
-
-
 _IDENTITY = (USERS.c.id, USERS.c.external_id, USERS.c.anonymous_id)
+
+
+@lru_cache(maxsize=8)
+def _probe_statement(external: bool, ids_only: bool, lock: bool) -> Select[Any]:
+    """``unnest(:keys)`` joined to the unique index, built once per variant (not per request)."""
+    column = USERS.c.external_id if external else USERS.c.anonymous_id
+    keys = func.unnest(bindparam("keys", type_=ARRAY(String))).table_valued("v").render_derived(name="k")
+    stmt = (
+        select(*(_IDENTITY if ids_only else (USERS,)))
+        .select_from(keys.join(USERS, and_(USERS.c.project_id == bindparam("project_id"), column == keys.c.v)))
+        .order_by(USERS.c.id)
+    )
+    return stmt.with_for_update(of=USERS) if lock else stmt
 
 
 async def _select(
     session: AsyncSession, project_id: int, changes: list[UserChange], *, lock: bool, ids_only: bool = False
 ) -> list[dict[str, Any]]:
-    """The users the batch names, in id order; with ``ids_only`` just their identity columns
-    (enough when no change touches a profile, and nothing but the ids is wanted back)."""
-    columns = _IDENTITY if ids_only else tuple(USERS.c)
+    """The users ``changes`` name; only their identity columns with ``ids_only``."""
+    columns = _IDENTITY if ids_only else (USERS,)
     externals = sorted({c.external_id for c in changes if c.external_id is not None})
     anonymous = sorted({c.anonymous_id for c in changes if c.anonymous_id is not None})
     postgres = dialect_name(session) == "postgresql"
@@ -178,21 +183,10 @@ async def _select(
         # planner scan every user of the project (it filters on ``project_id`` alone whenever its
         # statistics lag, and prefers a sequential scan for small projects), so its cost grew with
         # the audience.
-        column = USERS.c.external_id if externals else USERS.c.anonymous_id
-        keys = (
-            func.unnest(bindparam("keys", externals or anonymous, type_=ARRAY(String)))
-            .table_valued("v")
-            .render_derived(name="k")
-        )
-        stmt = (
-            select(*columns)
-            .select_from(keys.join(USERS, and_(USERS.c.project_id == project_id, column == keys.c.v)))
-            .order_by(USERS.c.id)
-        )
-        if lock:
-            stmt = stmt.with_for_update(of=USERS)
-        connection = await session.connection()  # Core path: project_id is filtered explicitly above
-        return [dict(r._mapping) for r in await connection.execute(stmt)]
+        stmt = _probe_statement(bool(externals), ids_only, lock)
+        connection = await session.connection()  # Core path: project_id is filtered explicitly
+        result = await connection.execute(stmt, {"project_id": project_id, "keys": externals or anonymous})
+        return [dict(r._mapping) for r in result]
     conditions = []
     if externals:
         conditions.append(USERS.c.external_id.in_(externals))  # ux_users_project_external
@@ -223,25 +217,7 @@ async def _execute(session: AsyncSession, project_id: int, plan: _Plan) -> None:
         await (await session.connection()).execute(stmt, params)
 
     if plan.new:
-        values: list[dict[str, Any]] = []
-        for pos in plan.new:
-            record = plan.records[pos]
-            values.append(
-                {
-                    "project_id": project_id,
-                    "external_id": record.get("external_id"),
-                    "anonymous_id": record.get("anonymous_id"),
-                    "email": record.get("email"),
-                    "phone": record.get("phone"),
-                    "timezone": record.get("timezone"),
-                    "locale": record.get("locale"),
-                    "data": record.get("data") or {},
-                    "devices": [],
-                    "has_push_device": False,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
+        values = _new_rows(project_id, plan, now)
         result = await (await session.connection()).execute(
             USERS.insert().returning(USERS.c.id, sort_by_parameter_order=True), values
         )
@@ -250,39 +226,88 @@ async def _execute(session: AsyncSession, project_id: int, plan: _Plan) -> None:
             plan.records[pos]["id"] = row[0]
 
 
+def _new_rows(project_id: int, plan: _Plan, now: datetime) -> list[dict[str, Any]]:
+    values: list[dict[str, Any]] = []
+    for pos in plan.new:
+        record = plan.records[pos]
+        values.append(
+            {
+                "project_id": project_id,
+                "external_id": record.get("external_id"),
+                "anonymous_id": record.get("anonymous_id"),
+                "email": record.get("email"),
+                "phone": record.get("phone"),
+                "timezone": record.get("timezone"),
+                "locale": record.get("locale"),
+                "data": record.get("data") or {},
+                "devices": [],
+                "has_push_device": False,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    return values
+
+
+async def _insert_skipping_conflicts(session: AsyncSession, project_id: int, plan: _Plan) -> bool:
+    """PostgreSQL, a plan that only creates users: ``INSERT … ON CONFLICT DO NOTHING`` (either
+    unique index), so a concurrent creator of the same identity costs no savepoint. Returns whether
+    every row went in; if not, the caller re-plans against the rows that now exist."""
+    values = _new_rows(project_id, plan, utcnow())
+    stmt = pg_insert(USERS).on_conflict_do_nothing().returning(USERS.c.id, USERS.c.external_id, USERS.c.anonymous_id)
+    result = await (await session.connection()).execute(stmt, values)
+    ids = {(ext, anon): ident for ident, ext, anon in result}
+    complete = True
+    for pos, inserted in zip(plan.new, values, strict=True):
+        ident = ids.get((inserted["external_id"], inserted["anonymous_id"]))
+        if ident is None:
+            complete = False
+            continue
+        plan.records[pos].update(inserted)
+        plan.records[pos]["id"] = ident
+    return complete
+
+
 async def upsert_users(
     session: AsyncSession, project_id: int, changes: list[UserChange], *, ids_only: bool = False
 ) -> list[dict[str, Any]]:
     """Apply ``changes`` in order; return each item's resulting user row (as a dict).
 
-    With ``ids_only`` the caller promises to read only ``id`` (and the identity columns) of the
-    returned rows, which lets a batch that changes no profile skip loading whole rows.
+    ``ids_only``: the caller needs only each user's ``id`` (events). When no change touches a
+    profile, only the identity columns are then read, not whole rows with their ``data``.
     """
     if not changes:
         return []
     lock = any(c.changes_profile for c in changes)
+    light = ids_only and not lock  # nothing is merged into a row, so its other columns are not needed
+    postgres = dialect_name(session) == "postgresql"
+    created: set[int] = set()  # users this call inserted, across attempts
     last_error: IntegrityError | None = None
-    for _attempt in range(4):
-        rows = await _select(session, project_id, changes, lock=lock, ids_only=ids_only and not lock)
+    for attempt in range(4):
+        rows = await _select(session, project_id, changes, lock=lock, ids_only=light)
         plan = _plan(rows, changes)
-        try:
-            if plan.new or plan.merges or _moves_identity(rows, plan):
-                # A concurrent writer may claim one of these identities first: keep the failure
-                # inside a savepoint so the batch can be re-planned.
-                async with session.begin_nested():
-                    await _execute(session, project_id, plan)
-            elif plan.dirty:  # updates by id of non-identity columns cannot conflict
-                await _execute(session, project_id, plan)
-        except IntegrityError as exc:  # a concurrent writer created one of these identities
-            last_error = exc
-            continue
+        # The last attempt takes the savepoint path, which raises the unique violation if it recurs.
+        if postgres and attempt < 3 and plan.new and not plan.dirty and not plan.merges:
+            complete = await _insert_skipping_conflicts(session, project_id, plan)
+            created.update(int(plan.records[pos]["id"]) for pos in plan.new if plan.records[pos].get("id"))
+            if not complete:  # a concurrent writer created some of these identities
+                continue
+        else:
+            try:
+                if plan.new or plan.dirty or plan.merges:  # reads of known users need no savepoint
+                    async with session.begin_nested():
+                        await _execute(session, project_id, plan)
+            except IntegrityError as exc:  # a concurrent writer created one of these identities
+                last_error = exc
+                continue
         paths: dict[tuple[str, str, str], str] = {}
         for change in changes:
             collect_paths("user", "", change.data, paths)
         if paths:
             await record_paths(session, project_id, paths)
         changed = sorted(
-            {int(plan.records[pos]["id"]) for pos in plan.dirty | set(plan.new) if plan.records[pos].get("id")}
+            created
+            | {int(plan.records[pos]["id"]) for pos in plan.dirty | set(plan.new) if plan.records[pos].get("id")}
         )
         if changed:
             # Dynamic lists that read user fields follow the change in this transaction.

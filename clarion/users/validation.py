@@ -1,8 +1,8 @@
 """Validation and normalisation of user fields with maintained libraries.
 
-Email: RFC 5322 syntax via ``email-validator`` (no DNS), stored lower-cased so suppression and
-lookups compare by equality. Phone: ``phonenumbers``, stored in E.164. Timezone: IANA names
-(``zoneinfo``). Locale: ``^[a-z]{2,3}(-[A-Z]{2})?$``.
+Email: RFC 5322 syntax via ``email-validator`` (no DNS; ``email_address`` adds a fast path),
+stored lower-cased so suppression and lookups compare by equality. Phone: ``phonenumbers``,
+stored in E.164. Timezone: IANA names (``zoneinfo``). Locale: ``^[a-z]{2,3}(-[A-Z]{2})?$``.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from functools import lru_cache
 from typing import Any
 
 import phonenumbers
-from email_validator import EmailNotValidError, validate_email
 
 from clarion.api.errors import ErrorCode
 from clarion.api.schemas import _check_timezone, contains_nul
+from clarion.users import email_address
+from clarion.users.email_address import EmailNotValidError
 
 LOCALE_RE = re.compile(r"^[a-z]{2,3}(-[A-Z]{2})?$")
 IDENTIFIER_MAX = 255
@@ -34,45 +35,11 @@ class ItemInvalid(ValueError):
         self.message = message
 
 
-# RFC 5322 dot-atom over ASCII atext: the local parts email-validator returns unchanged.
-_ASCII_LOCAL_PART = re.compile(r"[a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~]+)*\Z")
-_EMAIL_MAX_LENGTH = 254  # RFC 5321 4.5.3.1.3, as email-validator applies it
-
-
-@lru_cache(maxsize=16_384)
-def _ascii_domain(domain: str) -> str | None:
-    """email-validator's verdict on a domain, cached: its normalised form when that form is plain
-    ASCII (so the address needs no SMTPUTF8 and its length is its byte length), else ``None``."""
+def normalise_email(value: str) -> str:
     try:
-        result = validate_email("x@" + domain, check_deliverability=False)
-    except EmailNotValidError:
-        return None
-    return result.domain if result.domain == result.ascii_domain and result.domain.isascii() else None
-
-
-@lru_cache(maxsize=65_536)  # repeat writes of the same address skip the (costly) IDNA checks
-def _validated_email(value: str) -> str:
-    try:
-        result = validate_email(value, check_deliverability=False)
+        return email_address.normalise_email(value)
     except EmailNotValidError as exc:
         raise ItemInvalid(ErrorCode.parameter_invalid_format, f"email: {exc}") from exc
-    return result.normalized.lower()
-
-
-def normalise_email(value: str) -> str:
-    """RFC 5322 syntax via email-validator, lower-cased.
-
-    Most addresses are ``ascii-dot-atom@domain``: for those email-validator returns the local
-    part unchanged, so only the domain needs its checks, and a domain's verdict is cached. Any
-    other shape (quoted, internationalised, display names, bad domains) goes through
-    email-validator whole, which also words the error.
-    """
-    local, at, domain = value.rpartition("@")
-    if at and _ASCII_LOCAL_PART.match(local):
-        ascii_domain = _ascii_domain(domain)
-        if ascii_domain is not None and len(local) + 1 + len(ascii_domain) <= _EMAIL_MAX_LENGTH:
-            return f"{local}@{ascii_domain}".lower()
-    return _validated_email(value)
 
 
 @lru_cache(maxsize=65_536)
@@ -188,11 +155,14 @@ class UserChange:
         )
 
 
-def parse_user_item(item: Any) -> UserChange:
-    """Validate one ``UserUpsertItem``; raise :class:`ItemInvalid` with a precise reason."""
+def parse_user_item(item: Any, *, check_nul: bool = True) -> UserChange:
+    """Validate one ``UserUpsertItem``; raise :class:`ItemInvalid` with a precise reason.
+
+    ``check_nul=False`` when the caller has already found no NUL in the whole batch.
+    """
     if not isinstance(item, dict):
         raise ItemInvalid(ErrorCode.parameter_invalid_format, "Each item must be an object.")
-    if contains_nul(item):
+    if check_nul and contains_nul(item):
         raise ItemInvalid(ErrorCode.parameter_invalid_format, "Text must not contain NUL (\\u0000) characters.")
     unknown = sorted(set(item) - ITEM_FIELDS)
     if unknown:
