@@ -323,7 +323,10 @@ async def _write_batch(db: Database, project_id: int, batch: Batch, list_id: int
         else:
             # Identity linking depends on order (an anonymous row, then the row that identifies it):
             # the shared upsert applies the whole batch in file order.
-            ids = [int(r["id"]) for r in await upsert_users(session, project_id, [_change(r) for r in rows])]
+            # (A visitor created and identified within the batch folds into the identified user and
+            # has no id of its own.)
+            results = await upsert_users(session, project_id, [_change(r) for r in rows])
+            ids = [int(r["id"]) for r in results if r.get("id") is not None]
         if list_id is not None and ids:
             await add_imported_users(session, project_id, list_id, sorted(set(ids)))
     return len(rows)
