@@ -115,3 +115,24 @@ async def test_errors_keep_file_row_numbers_across_batches(
     er9 = await _user(client, tenant, "er9")
     assert (er9["phone"], er9["timezone"], er9["locale"]) == ("+61412345678", "UTC", "fr")
     assert (await _user(client, tenant, "er4"))["timezone"] == "Australia/Perth"
+
+
+async def test_static_list_count_follows_each_batch(
+    client: httpx.AsyncClient, db: Database, tenant: Tenant, tmp_path: Path
+) -> None:
+    r = await client.post(f"{BASE}/lists", json={"name": "Batches", "type": "static"}, headers=tenant.sk)
+    assert r.status_code == 200, r.text
+    list_id = int(r.json()["id"])
+    path = tmp_path / "members.csv"
+    # Three batches of two rows; lm1 repeats across batches, lm-anon links within the last one.
+    path.write_text(
+        "external_id,anonymous_id,plan\nlm1,,a\nlm2,,b\nlm3,,c\nlm1,,d\n,lm-anon,e\nlm4,lm-anon,f\nlm5,,g\n"
+    )
+    state = await import_users_csv(db, tenant.project_id, path, list_id=list_id, batch_rows=2)
+    assert (state.imported, state.failed) == (7, 0)
+    got = (await client.get(f"{BASE}/lists/{list_id}", headers=tenant.sk)).json()
+    assert got["users_count"] == 5
+    page = (await client.get(f"{BASE}/users", params={"list_id": list_id}, headers=tenant.sk)).json()
+    assert sorted(u["external_id"] for u in page["results"]) == ["lm1", "lm2", "lm3", "lm4", "lm5"]
+    await import_users_csv(db, tenant.project_id, path, list_id=list_id, batch_rows=3)
+    assert (await client.get(f"{BASE}/lists/{list_id}", headers=tenant.sk)).json()["users_count"] == 5
