@@ -26,6 +26,26 @@ def _write(path: Path) -> None:
             writer.writerow([f"imp{i}", f"imp{i}@bench.example", "pro" if i % 2 else "free", "Perth"])
 
 
+async def _backend_cpu(database_url: str) -> float:
+    """CPU seconds (user + system) used so far by the other backends of this database."""
+    conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        pids = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for (pid,) in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 async def run() -> None:
     from clarion.core.db import Database
     from clarion.core.settings import Settings
@@ -37,10 +57,13 @@ async def run() -> None:
         async with environment(Path(tmp)) as env:
             db = Database(Settings(database_url=env.database_url, data_dir=Path(tmp), secret_key="bench"))
             rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            cpu_start = time.process_time()
             start = time.perf_counter()
             state = await import_users_csv(db, env.project_id, path)
             elapsed = time.perf_counter() - start
+            cpu = time.process_time() - cpu_start
             rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            pg_cpu = await _backend_cpu(env.database_url)  # the pool's backends did the import's SQL
             await db.dispose()
             assert state.imported == ROWS, state
 
@@ -58,6 +81,10 @@ async def run() -> None:
     )
     print(f"  baseline raw COPY into a bare table: {baseline:.2f}s = {base:,.0f} rows/s")
     print(f"  ratio clarion/baseline = {rate / base:.3f}")
+    print(
+        f"  CPU: import process {cpu:.2f}s ({cpu / ROWS * 1e6:.1f} µs/row, parse + validate + driver), "
+        f"PostgreSQL backends {pg_cpu:.2f}s; load average at end {os.getloadavg()[0]:.1f}"
+    )
     print(f"  peak RSS before import {rss_before / 1024:.0f} MiB, after {rss_after / 1024:.0f} MiB", flush=True)
 
 

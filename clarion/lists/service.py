@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.api.errors import ApiError, ErrorCode, field_error, not_found
@@ -171,6 +171,17 @@ async def add_user_ids(session: AsyncSession, project_id: int, list_id: int, use
     """Add users to a list (ids must belong to ``project_id``); returns how many were new."""
     if not user_ids:
         return 0
+    if dialect_of(session) == "postgresql":
+        # One statement whatever the batch size; the primary key (list_id, user_id) drops repeats.
+        result = await session.execute(
+            text(
+                "INSERT INTO list_users (list_id, user_id, project_id, created_at)"
+                " SELECT :list_id, u, :project_id, :now FROM unnest(CAST(:user_ids AS bigint[])) AS u"
+                " ON CONFLICT DO NOTHING"
+            ),
+            {"list_id": list_id, "project_id": project_id, "now": utcnow(), "user_ids": list(user_ids)},
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
     existing = set(
         (
             await session.execute(
@@ -197,8 +208,15 @@ async def add_imported_users(session: AsyncSession, project_id: int, list_id: in
     ).scalar_one_or_none()
     if lst is None or lst.type != "static" or lst.archived_at is not None:
         return False
-    await add_user_ids(session, project_id, list_id, list(user_ids))
-    await refresh_count(session, lst)
+    added = await add_user_ids(session, project_id, list_id, list(user_ids))
+    if lst.users_count is None:
+        await refresh_count(session, lst)
+    else:
+        # An import adds batch after batch: count what each batch added (in SQL, so concurrent
+        # writers serialise on the row) instead of recounting a growing list every time.
+        lst.users_count = UserList.users_count + added
+        lst.refreshed_at = utcnow()
+        lst.updated_at = lst.refreshed_at
     return True
 
 
