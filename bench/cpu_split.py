@@ -16,6 +16,7 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.events import _events
@@ -35,34 +36,24 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
-def _children(pid: int) -> list[int]:
-    out = []
+def _proc_files(name: str) -> Iterator[tuple[int, bytes]]:
+    """``(pid, content of /proc/<pid>/<name>)`` for every process still readable."""
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-        if ppid == pid:
-            out.append(int(entry))
-    return out
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/{name}", "rb") as f:
+                    yield int(entry), f.read()
+            except OSError:
+                continue
+
+
+def _children(pid: int) -> list[int]:
+    return [child for child, stat in _proc_files("stat") if int(stat.rsplit(b")", 1)[1].split()[1]) == pid]
 
 
 def _pg_backends(db_name: str) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        if cmd.startswith(b"postgres:") and f" {db_name} ".encode() in cmd:
-            out.append(int(entry))
-    return out
+    marker = f" {db_name} ".encode()
+    return [pid for pid, cmd in _proc_files("cmdline") if cmd.startswith(b"postgres:") and marker in cmd]
 
 
 def _snapshot(env: Env) -> tuple[float, float]:

@@ -41,6 +41,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def create_database() -> tuple[str, str]:
+    """A new empty PostgreSQL database for one benchmark run: its name and URL."""
+    name = f"clarion_bench_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return name, PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+async def drop_database(name: str) -> None:
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 @contextlib.asynccontextmanager
 async def environment(tmp: Path) -> AsyncIterator[Env]:
     """A fresh migrated database with one project, and a uvicorn server on a free port."""
@@ -50,11 +69,7 @@ async def environment(tmp: Path) -> AsyncIterator[Env]:
     from clarion.core.settings import Settings
     from clarion.orgs.bootstrap import bootstrap
 
-    name = f"clarion_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    name, url = await create_database()
     proc: subprocess.Popen[bytes] | None = None
     try:
         load_models()
@@ -111,9 +126,7 @@ async def environment(tmp: Path) -> AsyncIterator[Env]:
                 proc.wait(timeout=20)
             if proc.poll() is None:
                 proc.kill()
-        admin = await asyncpg.connect(PG_ADMIN_URL)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(name)
 
 
 async def run_clients(batches: list[Any], send: Callable[[Any], Awaitable[None]], clients: int = CLIENTS) -> float:

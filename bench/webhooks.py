@@ -19,7 +19,6 @@ import asyncio
 import math
 import os
 import resource
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -28,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import httpx
 from sqlalchemy import func, select
 
+from bench.harness import create_database, drop_database
 from clarion.core.db import Database
 from clarion.core.migrations import migrate
 from clarion.core.registry import load_models
@@ -43,8 +42,6 @@ from clarion.webhooks.outbox import OutgoingEvent, build_payload, publish_events
 from clarion.webhooks.schemas import WebhookEndpointCreate
 from clarion.webhooks.service import create_endpoint
 from clarion.webhooks.signing import new_signing_secret, signature_headers
-
-PG_ADMIN_URL = os.environ.get("CLARION_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def _cpu() -> float:
@@ -248,32 +245,13 @@ class _Workers:
                 proc.kill()
 
 
-async def _pg_database() -> str:
-    name = f"clarion_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return name
-
-
-async def _drop_pg_database(name: str) -> None:
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 async def run(n: int, rounds: int, processes: int) -> dict[str, float]:
     load_models()
     with tempfile.TemporaryDirectory() as tmp:
         url = os.environ.get("BENCH_DATABASE_URL")
         pg_name = None
         if url is None and processes > 1:  # several processes claim with SKIP LOCKED: PostgreSQL
-            pg_name = await _pg_database()
-            url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + pg_name
+            pg_name, url = await create_database()
         url = url or f"sqlite:///{tmp}/bench.db"
         settings = _settings(url, tmp)
         db = Database(settings)
@@ -351,7 +329,7 @@ async def run(n: int, rounds: int, processes: int) -> dict[str, float]:
                 receiver.wait(timeout=10)
             await db.dispose()
             if pg_name is not None:
-                await _drop_pg_database(pg_name)
+                await drop_database(pg_name)
     return {
         "n": n,
         "publish_per_s": best["publish"],
