@@ -303,3 +303,56 @@ async def test_delivery_events_reach_a_signed_webhook(backend: Backend) -> None:
 async def _drain_hooks(source: WebhookSource, rec: Receiver, expected: int) -> bool:
     await source.run_once()
     return len(rec.requests) >= expected
+
+
+async def test_rematerialising_a_chunk_counts_and_logs_each_message_once(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    """A materialisation job whose lease expired runs its chunk again: the rows already there
+    must not be counted twice nor get a second ``queued`` event."""
+    from sqlalchemy import func, select
+
+    from clarion.campaigns.models import Campaign
+    from clarion.delivery.audience import materialise_chunk
+    from clarion.delivery.models import MessageEvent, Trigger
+
+    users = [{"external_id": f"r{i}", "email": f"r{i}@example.com"} for i in range(12)]
+    users.append({"external_id": "r-no-address"})
+    await client.post("/api/client/users/batch", json=users, headers=tenant.sk)
+    created = await client.post("/api/client/lists", json={"name": "All", "type": "static"}, headers=tenant.sk)
+    everyone = created.json()
+    await client.post(
+        f"/api/client/lists/{everyone['id']}/users",
+        json={"external_ids": [u["external_id"] for u in users]},
+        headers=tenant.sk,
+    )
+    r = await make_campaign(client, tenant, type_="blast", list_ids=[everyone["id"]])
+    assert (
+        await client.patch(f"/api/client/campaigns/{r.campaign_id}", json={"state": "scheduled"}, headers=tenant.sk)
+    ).status_code == 200
+    fired = await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", json={}, headers=tenant.sk)
+    assert fired.status_code == 200, fired.text
+    await JobSource(db).run_once()
+    for _ in range(2):  # the same chunk again, twice, as a re-claimed job would
+        async with db.transaction(project_id=tenant.project_id) as session:
+            campaign = (await session.execute(select(Campaign).where(Campaign.id == r.campaign_id))).scalar_one()
+            trigger = (
+                await session.execute(select(Trigger).where(Trigger.public_id == fired.json()["trigger_id"]))
+            ).scalar_one()
+            assert await materialise_chunk(session, campaign, trigger, 0) is not None
+    async with db.transaction(project_id=tenant.project_id, readonly=True) as session:
+        queued_events = (
+            await session.execute(
+                select(func.count()).where(MessageEvent.campaign_id == r.campaign_id, MessageEvent.type == "queued")
+            )
+        ).scalar_one()
+    assert queued_events == 12
+    await drain(db)
+    delivery = (await client.get(f"/api/client/campaigns/{r.campaign_id}", headers=tenant.sk)).json()["delivery"]
+    assert delivery["total"] == 13 and delivery["skipped"] == 1 and delivery["sent"] == 12, delivery
+    progress = (
+        await client.get(
+            f"/api/client/campaigns/{r.campaign_id}/triggers/{fired.json()['trigger_id']}", headers=tenant.sk
+        )
+    ).json()
+    assert progress["recipients"] == 13, progress

@@ -4,7 +4,8 @@ chunks of users ordered by id — never by loading users into Python.
 Each chunk is one transaction: ``INSERT INTO messages … SELECT`` (eligible users ``queued``, the
 rest ``skipped`` with the reason from `clarion.subscriptions.eligibility`), the matching
 ``INSERT INTO message_events … SELECT``, and the counters. ``ON CONFLICT DO NOTHING`` on
-(campaign, trigger, user) makes a re-run after a crash harmless.
+(campaign, trigger, user) makes a re-run after a crash harmless: only the rows a run inserts get
+an event and reach the counters.
 """
 
 from __future__ import annotations
@@ -102,12 +103,25 @@ async def materialise_chunk(
         "created_at",
         "updated_at",
     ]
-    await session.execute(
-        insert_for(session, MESSAGES)
-        .from_select(columns, rows)
-        .on_conflict_do_nothing(index_elements=["campaign_id", "trigger_id", "user_id"])
+    inserted = (
+        await session.execute(
+            insert_for(session, MESSAGES)
+            .from_select(columns, rows)
+            .on_conflict_do_nothing(index_elements=["campaign_id", "trigger_id", "user_id"])
+            .returning(MESSAGES.c.id, MESSAGES.c.state)
+        )
+    ).all()
+    # Only the rows this run inserted count and get their first event: a re-run of a chunk
+    # (an expired job lease, a retried crash) finds the earlier rows already there.
+    if not inserted:
+        return int(last)
+    new_ids = [int(i) for i, _ in inserted]
+    in_chunk = and_(
+        MESSAGES.c.trigger_id == trigger.id,
+        MESSAGES.c.user_id > after_user_id,
+        MESSAGES.c.user_id <= last,
+        MESSAGES.c.id.in_(new_ids),
     )
-    in_chunk = and_(MESSAGES.c.trigger_id == trigger.id, MESSAGES.c.user_id > after_user_id, MESSAGES.c.user_id <= last)
     await session.execute(
         insert(EVENTS).from_select(
             ["public_id", "project_id", "message_id", "campaign_id", "type", "data", "created_at"],
@@ -131,14 +145,8 @@ async def materialise_chunk(
             )
         ).all()
         await fan_out(session, [AppendedEvent(p, campaign.project_id, m, t, d, now) for p, m, t, d in appended])
-    counts: dict[str, int] = {
-        str(state): int(n)
-        for state, n in (
-            await session.execute(select(MESSAGES.c.state, func.count()).where(in_chunk).group_by(MESSAGES.c.state))
-        ).all()
-    }
-    total = sum(counts.values())
-    skipped = int(counts.get("skipped", 0))
+    total = len(inserted)
+    skipped = sum(1 for _, state in inserted if state == "skipped")
     await session.execute(
         update(Campaign)
         .where(Campaign.id == campaign.id)
