@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, or_, select, update
+from sqlalchemy import Table, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import RetryCallState, wait_random_exponential
 
@@ -32,28 +32,38 @@ async def claim_due(
     extra_where: Any = None,
     order_by: Any = None,
 ) -> list[Any]:
-    """Claim up to ``limit`` due rows of ``table``; returns the claimed rows (all columns)."""
+    """Claim up to ``limit`` due rows of ``table``; returns the claimed rows (all columns).
+
+    Two statements, so each is one range of an index on ``(…, state, due_at)``: first the rows
+    whose lease expired (a crashed worker's batch; few), then ready rows in ``order_by`` order
+    (``due_at`` by default). One ``OR`` of both would make PostgreSQL merge two bitmaps of every
+    due row before it could stop at ``limit`` — a cost that grows with the backlog.
+    """
     if limit <= 0:
         return []
     c = table.c
-    due = or_(
-        and_(c.state == ready_state, c.due_at <= now),
-        and_(c.state == claimed_state, c.lease_until < now),
-    )
-    candidates = select(c.id).where(due)
-    if extra_where is not None:
-        candidates = candidates.where(extra_where)
-    candidates = candidates.order_by(order_by if order_by is not None else c.due_at).limit(limit)
-    if dialect_name(session) == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
-    stmt = (
-        update(table)
-        .where(c.id.in_(candidates.scalar_subquery()))
-        .values(state=claimed_state, lease_until=now + lease, attempts=c.attempts + 1)
-        .returning(*c)
-    )
-    result = await session.execute(stmt, execution_options={"synchronize_session": False})
-    return list(result.all())
+    expired = and_(c.state == claimed_state, c.lease_until < now)
+    ready = and_(c.state == ready_state, c.due_at <= now)
+    rows: list[Any] = []
+    for where, order in ((expired, c.lease_until), (ready, order_by if order_by is not None else c.due_at)):
+        want = limit - len(rows)
+        if want <= 0:
+            break
+        candidates = select(c.id).where(where)
+        if extra_where is not None:
+            candidates = candidates.where(extra_where)
+        candidates = candidates.order_by(order).limit(want)
+        if dialect_name(session) == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        stmt = (
+            update(table)
+            .where(c.id.in_(candidates.scalar_subquery()))
+            .values(state=claimed_state, lease_until=now + lease, attempts=c.attempts + 1)
+            .returning(*c)
+        )
+        result = await session.execute(stmt, execution_options={"synchronize_session": False})
+        rows += result.all()
+    return rows
 
 
 def backoff_delay(attempt: int, *, base: float = 2.0, cap: float = 3600.0) -> float:

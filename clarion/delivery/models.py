@@ -40,6 +40,7 @@ class Message(ProjectOwned, Base):
     __table_args__ = (
         UniqueConstraint("campaign_id", "trigger_id", "user_id"),
         Index("ix_messages_due", "state", "due_at"),
+        Index("ix_messages_campaign_due", "campaign_id", "state", "due_at"),
         Index("ix_messages_trigger", "trigger_id", "state"),
     )
 
