@@ -15,6 +15,7 @@ BENCHMARKS = [
     "bench.smtp",
     "bench.webhooks",
     "bench.blast",
+    "bench.blast_rss",
 ]
 
 

@@ -1,0 +1,163 @@
+"""Peak memory of a blast to 1,000,000 recipients: materialising the audience and sending every
+message through the `capture` provider, with every Clarion process's resident set sampled.
+
+Topology as in `bench.blast` (``BENCH_RSS_BACKEND``: ``postgres``, the default, runs
+``clarion serve --no-worker`` + ``BENCH_BLAST_WORKERS`` workers + a scheduler on a throw-away
+PostgreSQL database and Redis; ``sqlite`` runs the embedded ``clarion serve``). The users are
+imported beforehand (CSV import into a static list); the template is small so the captured rows
+stay small. The process tree is sampled every 0.5 s (``VmRSS``; ``VmHWM`` at the end catches
+peaks between samples). Knobs: ``BENCH_RSS_RECIPIENTS`` (default 1,000,000),
+``BENCH_RSS_MAX_SECONDS`` (default 3,600: how long to wait for the blast to finish).
+Baseline in the same run: the resident set of an idle Clarion process of the same kind, taken
+just before the trigger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+import bench.blast as blast_bench
+from bench.blast import _import, _ok, _prepare, _states, _write_users, topology
+from bench.harness import create_database, drop_database
+
+N = int(os.environ.get("BENCH_RSS_RECIPIENTS", "1000000"))
+BACKEND = os.environ.get("BENCH_RSS_BACKEND", "postgres")
+MAX_SECONDS = float(os.environ.get("BENCH_RSS_MAX_SECONDS", "3600"))
+LIMIT_MB = 400
+
+
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            parts = f.read().split(b"\0")
+    except OSError:
+        return str(pid)
+    words = [p.decode() for p in parts if p and not p.startswith(b"-")]
+    return " ".join(w.rsplit("/", 1)[-1] for w in words[1:3]) or str(pid)
+
+
+async def run() -> None:
+    blast_bench.N = N  # `_import` checks the count it was asked for
+    with tempfile.TemporaryDirectory(prefix="clarion-rss-") as tmp_name:
+        tmp = Path(tmp_name)
+        users_csv = tmp / "users.csv"
+        _write_users(users_csv, N)
+        db_name = ""
+        if BACKEND == "sqlite":
+            db_url = f"sqlite+aiosqlite:///{tmp / 'clarion.db'}"
+        else:
+            db_name, raw = await create_database()
+            db_url = raw.replace("postgresql://", "postgresql+asyncpg://", 1)
+        try:
+            project_id, key = await _prepare(db_url, tmp)
+            with topology(BACKEND, tmp, db_url, db_name) as topo:
+                h = {"Authorization": f"Bearer {key}"}
+                async with httpx.AsyncClient(base_url=topo.base + "/api/client", headers=h, timeout=120) as api:
+                    lst = _ok(await api.post("/lists", json={"name": "Everyone", "type": "static"}))
+                    started = time.perf_counter()
+                    await _import(db_url, tmp, project_id, int(lst["id"]), users_csv)
+                    imported = time.perf_counter() - started
+                    provider = _ok(
+                        await api.post(
+                            "/providers",
+                            json={"type": "capture", "group": "email", "name": "Capture", "is_default": True},
+                        )
+                    )
+                    subs = _ok(await api.get("/subscriptions?limit=100"))["results"]
+                    campaign = _ok(
+                        await api.post(
+                            "/campaigns",
+                            json={
+                                "type": "blast",
+                                "name": "Everyone",
+                                "subscription_id": next(s["id"] for s in subs if s["channel"] == "email"),
+                                "provider_id": provider["id"],
+                                "list_ids": [lst["id"]],
+                            },
+                        )
+                    )
+                    cid = int(campaign["id"])
+                    template = {
+                        "from": {"name": "News", "address": "news@example.com"},
+                        "subject": "Hello {{ user.data.first_name }}",
+                        "html": '<p>Hi {{ user.data.first_name }}</p><a href="https://example.com/a">a</a>',
+                        "editor": "code",
+                    }
+                    _ok(
+                        await api.post(
+                            "/templates", json={"type": "email", "campaign_id": cid, "locale": "en", "data": template}
+                        )
+                    )
+                    _ok(await api.patch(f"/campaigns/{cid}", json={"state": "scheduled"}))
+                    idle = {pid: _status_kb(pid, "VmRSS") for pid in topo.pids()}
+                    peak: dict[int, int] = dict(idle)
+                    peak_total = sum(idle.values())
+                    started = time.perf_counter()
+                    _ok(await api.post(f"/campaigns/{cid}/trigger", json={}))
+                    states: dict[str, int] = {}
+                    last_poll = 0.0
+                    while time.perf_counter() - started < MAX_SECONDS:
+                        await asyncio.sleep(0.5)
+                        sample = {pid: _status_kb(pid, "VmRSS") for pid in topo.pids()}
+                        for pid, kb in sample.items():
+                            peak[pid] = max(peak.get(pid, 0), kb)
+                        peak_total = max(peak_total, sum(sample.values()))
+                        if time.perf_counter() - last_poll > 2:
+                            last_poll = time.perf_counter()
+                            states = await _states(db_url, cid)
+                            done = sum(v for k, v in states.items() if k not in ("queued", "sending"))
+                            if int(time.perf_counter() - started) % 60 < 3:
+                                print(f"  … {time.perf_counter() - started:6.0f}s {states}", flush=True)
+                            if done >= N:
+                                break
+                    elapsed = time.perf_counter() - started
+                    hwm = {pid: _status_kb(pid, "VmHWM") for pid in topo.pids()}
+                    names = {pid: _name(pid) for pid in topo.pids()}
+        finally:
+            if db_name:
+                await drop_database(db_name)
+    done = sum(v for k, v in states.items() if k not in ("queued", "sending"))
+    print(
+        f"bench.blast_rss: {N:,} recipients, {BACKEND}, capture provider; users imported in {imported:.0f}s; "
+        f"{done:,} messages settled in {elapsed:.0f}s ({done / elapsed:,.0f}/s): {states}"
+    )
+    worst = 0
+    for pid in sorted(peak):
+        top = max(peak[pid], hwm.get(pid, 0))
+        worst = max(worst, top)
+        print(
+            f"  {names.get(pid, pid)!s:<28} pid {pid:>7}: idle {idle.get(pid, 0) / 1024:6.0f} MiB, "
+            f"peak {top / 1024:6.0f} MiB"
+        )
+    print(
+        f"  largest single process peak: {worst / 1024:.0f} MiB (goal < {LIMIT_MB} MB: "
+        f"{'met' if worst * 1024 < LIMIT_MB * 1_000_000 else 'NOT met'})"
+    )
+    print(f"  peak of all Clarion processes together (sampled): {peak_total / 1024:.0f} MiB")
+    if done < N:
+        print(f"  NOTE: the blast did not finish within BENCH_RSS_MAX_SECONDS={MAX_SECONDS:.0f}")
+
+
+def main() -> None:
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
