@@ -79,6 +79,7 @@ class HeaderInvalid(ValueError):
 
 # One valid row: external_id, anonymous_id, email, phone, timezone, locale (None = absent), data.
 Row = tuple[str | None, str | None, str | None, str | None, str | None, str | None, dict[str, str] | None]
+StageRecord = tuple[str, str | None, str | None, str | None, str | None, str]
 
 
 @dataclass
@@ -91,6 +92,9 @@ class Batch:
     first_values: dict[str, str] = field(default_factory=dict)  # data column -> first value seen
     has_anonymous: bool = False
     bytes_read: int = 0
+    # PostgreSQL's staging rows (repeats folded, data encoded), built in the parse thread so the
+    # writer only copies them; None when the batch needs the general upsert.
+    stage_records: list[StageRecord] | None = None
 
 
 _MISSING_ID = ItemInvalid(ErrorCode.parameter_missing, "external_id: external_id or anonymous_id is required.")
@@ -100,8 +104,9 @@ class BatchParser:
     """Reads a binary CSV stream and returns it batch by batch (``next_batch`` may run in a
     worker thread; calls must not overlap)."""
 
-    def __init__(self, stream: BinaryIO, batch_rows: int = BATCH_ROWS) -> None:
+    def __init__(self, stream: BinaryIO, batch_rows: int = BATCH_ROWS, *, stage: bool = False) -> None:
         self._raw = stream
+        self._stage = stage
         self._text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
         self._reader: Iterator[list[str]] = csv.reader(self._text)
         self._batch_rows = batch_rows
@@ -243,6 +248,8 @@ class BatchParser:
         self._row_number = row_number
         batch.processed = processed
         batch.bytes_read = self._raw.tell()
+        if self._stage and not batch.has_anonymous:
+            batch.stage_records = stage_records(rows)
         if self._done and not processed:
             return None
         return batch
@@ -275,12 +282,9 @@ _MERGE_SQL = """
 """
 
 
-async def _merge_external(session: AsyncSession, project_id: int, rows: list[Row]) -> list[int]:
-    """PostgreSQL, rows identified by ``external_id`` alone: ``COPY`` the batch into a temporary
-    staging table, then one ``INSERT … SELECT … ON CONFLICT DO UPDATE`` (``ux_users_project_external``
-    is the conflict target). Both run on the driver connection: the binary COPY encodes each value
-    once, where array parameters cost a type probe per element, and the returned ids skip the
-    ORM's row processing. ``ON COMMIT DELETE ROWS`` empties the stage with the transaction."""
+def stage_records(rows: list[Row]) -> list[StageRecord]:
+    """The staging rows of a batch identified by ``external_id`` alone: ``ON CONFLICT`` cannot
+    touch a row twice, so repeats are folded in file order (an empty cell keeps the value)."""
     merged: dict[str, list[Any]] = {}
     for ext, _anon, email, phone, tz, locale, data in rows:
         assert ext is not None
@@ -288,14 +292,21 @@ async def _merge_external(session: AsyncSession, project_id: int, rows: list[Row
         if previous is None:
             merged[ext] = [ext, email, phone, tz, locale, data]
             continue
-        # ON CONFLICT cannot touch a row twice: fold repeats in order (an empty cell keeps the value).
         for position, value in enumerate((email, phone, tz, locale), start=1):
             if value is not None:
                 previous[position] = value
         if data:
             previous[5] = {**previous[5], **data} if previous[5] else data
     dumps = orjson.dumps
-    records = [(v[0], v[1], v[2], v[3], v[4], dumps(v[5]).decode() if v[5] else "{}") for v in merged.values()]
+    return [(v[0], v[1], v[2], v[3], v[4], dumps(v[5]).decode() if v[5] else "{}") for v in merged.values()]
+
+
+async def _merge_external(session: AsyncSession, project_id: int, records: list[StageRecord]) -> list[int]:
+    """PostgreSQL, rows identified by ``external_id`` alone: ``COPY`` the batch into a temporary
+    staging table, then one ``INSERT … SELECT … ON CONFLICT DO UPDATE`` (``ux_users_project_external``
+    is the conflict target). Both run on the driver connection: the binary COPY encodes each value
+    once, where array parameters cost a type probe per element, and the returned ids skip the
+    ORM's row processing. ``ON COMMIT DELETE ROWS`` empties the stage with the transaction."""
     await session.execute(text(_STAGE_SQL))
     connection = await session.connection()
     driver: Any = (await connection.get_raw_connection()).driver_connection
@@ -313,7 +324,8 @@ async def _write_batch(db: Database, project_id: int, batch: Batch, list_id: int
         return 0
     async with db.transaction(project_id=project_id) as session:
         if dialect_name(session) == "postgresql" and not batch.has_anonymous:
-            ids = await _merge_external(session, project_id, rows)
+            records = batch.stage_records if batch.stage_records is not None else stage_records(rows)
+            ids = await _merge_external(session, project_id, records)
             # The multi-row upsert bypasses upsert_users: keep dynamic lists and the schema current.
             await on_users_changed(session, project_id, ids)
             paths: dict[tuple[str, str, str], str] = {}
@@ -348,7 +360,7 @@ async def import_users_csv(
     """
     state = ImportProgress()
     with path.open("rb") as raw:
-        parser = BatchParser(raw, batch_rows)
+        parser = BatchParser(raw, batch_rows, stage=db.is_postgres)
         pending: asyncio.Future[Batch | None] = asyncio.ensure_future(asyncio.to_thread(parser.next_batch))
         try:
             while (batch := await pending) is not None:
