@@ -23,8 +23,9 @@ class Event(ProjectOwned, IntPK, Base):
     )
 
     # Every index of this table leads with project_id, so the mixin's single-column index is dropped
-    # (one index fewer to maintain on the hot insert path).
-    project_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False)
+    # (one index fewer to maintain on the hot insert path), and so is its foreign key: a row-by-row
+    # check on every insert, for projects that are never deleted (docs/decisions/0005).
+    project_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     uid: Mapped[str] = mapped_column(String(32), nullable=False)
     user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
     name: Mapped[str] = mapped_column(String(255), nullable=False)
