@@ -31,13 +31,15 @@ def normalise_email_slow(value: str) -> str:
 
 
 @lru_cache(maxsize=4096)
-def _domain_verdict(domain: str) -> tuple[str, str] | None:
-    """``(normalized, ascii)`` forms of ``domain`` if email-validator accepts it, else ``None``."""
+def _domain_verdict(domain: str) -> tuple[str, int] | None:
+    """The normalized form of ``domain`` if email-validator accepts it, else ``None``; with the
+    longest UTF-8 length among the domain as given, normalized and in ASCII (IDNA) form."""
     try:
         result = validate_email("a@" + domain, check_deliverability=False)
     except EmailNotValidError:
         return None
-    return result.domain, result.ascii_domain
+    longest = max(len(d.encode()) for d in (domain, result.domain, result.ascii_domain))
+    return result.domain, longest
 
 
 def normalise_email(value: str) -> str:
@@ -45,9 +47,8 @@ def normalise_email(value: str) -> str:
     local, at, domain = value.rpartition("@")
     if at and len(local) <= _LOCAL_MAX and _LOCAL_PART.fullmatch(local):
         verdict = _domain_verdict(domain)
-        if verdict is not None:
-            normalized, ascii_domain = verdict
-            forms = (value, local + "@" + normalized, local + "@" + ascii_domain)
-            if all(len(form.encode()) <= _ADDRESS_MAX for form in forms):
-                return forms[1].lower()
+        # The local part is ASCII here, so each form of the address (as given, normalized, ASCII)
+        # is as long in UTF-8 as the local part, the "@" and that form of the domain.
+        if verdict is not None and len(local) + 1 + verdict[1] <= _ADDRESS_MAX:
+            return (local + "@" + verdict[0]).lower()
     return normalise_email_slow(value)
