@@ -308,7 +308,10 @@ def _finish(topo: Topology, cid: int, started: float, label: str) -> tuple[Count
         states = _states(topo.database, cid)
         return states.get("queued", 0) == 0 and states.get("sending", 0) == 0 and sum(states.values()) == BLAST_SIZE
 
-    _wait(settled, timeout=60, what="the ledger to settle (nothing queued or sending)", poll=0.5)
+    try:
+        _wait(settled, timeout=60, what="the ledger to settle (nothing queued or sending)", poll=0.5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; ledger: {_states(topo.database, cid)}") from None
     counts = _received(topo)
     states = _states(topo.database, cid)
     duplicates = sum(n - 1 for n in counts.values() if n > 1)
