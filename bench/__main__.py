@@ -14,6 +14,7 @@ BENCHMARKS = [
     "bench.render_mime",
     "bench.smtp",
     "bench.webhooks",
+    "bench.triggers",
 ]
 
 
