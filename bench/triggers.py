@@ -232,10 +232,12 @@ async def _campaign(http: aiohttp.ClientSession, base: str, headers: dict[str, s
 async def _users(http: aiohttp.ClientSession, base: str, headers: dict[str, str]) -> None:
     for start in range(0, USERS, 100):
         batch = [
-            {"external_id": f"t{i}", "email": f"t{i}@bench.example", "first_name": f"User {i}"}
+            {"external_id": f"t{i}", "email": f"t{i}@bench.example", "data": {"first_name": f"User {i}"}}
             for i in range(start, min(USERS, start + 100))
         ]
-        await _json(http, "POST", f"{base}/api/client/users/batch", headers, batch)
+        result = await _json(http, "POST", f"{base}/api/client/users/batch", headers, batch)
+        if result.get("failed"):
+            raise RuntimeError(f"users/batch: {result}")
 
 
 def _pg_url(env: Env) -> str:
