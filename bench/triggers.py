@@ -16,8 +16,13 @@ Phases, all in one run and through the same server and load generator:
   a raw asyncpg INSERT of one message-like row per request (same concurrency).
 
 CPU per request of the uvicorn workers and of the PostgreSQL backends is read from /proc (the
-figure to trust on a shared machine). Afterwards every trigger must have exactly one message.
-``BENCH_TRIGGERS_WORKER=0`` runs without the sending worker.
+figure to trust on a shared machine); the PostgreSQL figure covers every backend of the
+database, so it includes the sending worker's queries when the worker runs alongside. Afterwards
+every trigger must have exactly one message, and every message must have been sent.
+
+``BENCH_TRIGGERS_WORKER``: ``during`` (default) sends while triggers arrive; ``after`` pauses the
+worker (SIGSTOP) during the measured phases and lets it drain afterwards, so the CPU figures are
+the API's alone; ``0`` runs no worker.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import tempfile
 import time
 import uuid
@@ -45,7 +51,8 @@ RATE = float(os.environ.get("BENCH_TRIGGERS_RATE", "500"))
 SECONDS = float(os.environ.get("BENCH_TRIGGERS_SECONDS", "10"))
 INFLIGHT = int(os.environ.get("BENCH_TRIGGERS_INFLIGHT", "64"))
 USERS = int(os.environ.get("BENCH_TRIGGERS_USERS", "2000"))
-WORKER = os.environ.get("BENCH_TRIGGERS_WORKER", "1") != "0"
+WORKER = os.environ.get("BENCH_TRIGGERS_WORKER", "during")
+WARM_UP = 300
 TARGET_RATE = 1000.0
 TARGET_P99_MS = 50.0
 
@@ -244,7 +251,7 @@ def _pg_url(env: Env) -> str:
     return env.database_url.replace("+asyncpg", "")
 
 
-async def _wait_sent(env: Env, campaign_id: int, expected: int, timeout: float) -> tuple[int, int]:
+async def _wait_sent(env: Env, campaign_id: int, timeout: float, quiet: bool = False) -> tuple[int, int]:
     """(sent or delivered, still queued/sending) once the worker drained or the timeout passed."""
     conn = await asyncpg.connect(_pg_url(env))
     try:
@@ -255,6 +262,8 @@ async def _wait_sent(env: Env, campaign_id: int, expected: int, timeout: float) 
                 " count(*) FILTER (WHERE state IN ('queued', 'sending')) FROM messages WHERE campaign_id = $1",
                 campaign_id,
             )
+            if quiet and (pending == 0 or time.monotonic() > deadline):
+                return int(done), int(pending)
             if pending == 0 or time.monotonic() > deadline:
                 states = await conn.fetch(
                     "SELECT state, count(*) FROM messages WHERE campaign_id = $1 GROUP BY state", campaign_id
@@ -320,7 +329,7 @@ async def _raw_insert_baseline(env: Env, campaign_id: int, count: int) -> Stats:
 
 async def run() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        async with environment(Path(tmp), worker=WORKER) as env:
+        async with environment(Path(tmp), worker=WORKER != "0") as env:
             base = env.base_url
             auth = {"Authorization": f"Bearer {env.secret_key}", "Content-Type": "application/json"}
             connector = aiohttp.TCPConnector(limit=max(CLIENTS, INFLIGHT))
@@ -351,8 +360,13 @@ async def run() -> None:
                             raise RuntimeError(f"GET /me: {r.status}")
 
                 # Warm-up (connections, caches, the worker's first batches), not measured.
-                await closed_loop(Stats("warm-up"), env, 300, CLIENTS, trigger("warm"))
+                await closed_loop(Stats("warm-up"), env, WARM_UP, CLIENTS, trigger("warm"))
                 await closed_loop(Stats("warm-up"), env, 300, CLIENTS, me)
+                if env.worker_pid:
+                    await _wait_sent(env, campaign_id, timeout=60, quiet=True)
+                if WORKER == "after":
+                    os.kill(env.worker_pid, signal.SIGSTOP)
+                worker_cpu0 = _cpu(env.worker_pid) if env.worker_pid else 0.0
 
                 closed = await closed_loop(
                     Stats(f"closed loop, {CLIENTS} clients: POST /trigger"), env, N, CLIENTS, trigger("closed")
@@ -378,15 +392,22 @@ async def run() -> None:
             raw = await _raw_insert_baseline(env, campaign_id, N)
             print(raw.line(), flush=True)
 
-            worker_cpu = _cpu(env.worker_pid) if env.worker_pid else 0.0
             await _verify(env, campaign_id, fired)
-            if WORKER:
-                done, pending = await _wait_sent(env, campaign_id, fired, timeout=120)
+            if env.worker_pid:
+                if WORKER == "after":
+                    os.kill(env.worker_pid, signal.SIGCONT)
+                drain_start = time.perf_counter()
+                done, pending = await _wait_sent(env, campaign_id, timeout=300)
+                drained = time.perf_counter() - drain_start
+                worker_cpu = _cpu(env.worker_pid) - worker_cpu0
+                measured = fired - WARM_UP  # the warm-up's were sent before the measurement
                 print(
-                    f"  sending worker: {done} of {fired} messages sent, {pending} still queued;"
-                    f" its CPU during the run {worker_cpu:.1f} s",
+                    f"  sending worker ({WORKER}): {done} of {fired} messages sent, {pending} still queued"
+                    f" ({drained:.1f} s after the last phase); its own CPU {1000 * worker_cpu / measured:.2f} ms"
+                    " per message",
                     flush=True,
                 )
+                assert pending == 0 and done == fired
 
     print(f"  server: uvicorn, 2 workers, PostgreSQL; load generator: aiohttp in this process; users: {USERS}")
     print(f"  ratio trigger/GET /me (closed loop) = {closed.rate / base_get.rate:.3f}")
