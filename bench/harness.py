@@ -62,10 +62,11 @@ async def drop_database(name: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def environment(tmp: Path, *, worker: bool = False) -> AsyncIterator[Env]:
+async def environment(tmp: Path, *, worker: bool = False, settings: dict[str, str] | None = None) -> AsyncIterator[Env]:
     """A fresh migrated database with one project, and a uvicorn server on a free port (API
     only). With ``worker``, one `clarion worker` process runs too, so queued messages are sent
-    (every project starts with a default `capture` provider per channel)."""
+    (every project starts with a default `capture` provider per channel). ``settings``: extra
+    ``CLARION_*`` environment for the server and the worker."""
     from clarion.core.db import Database
     from clarion.core.migrations import migrate
     from clarion.core.registry import load_models
@@ -91,6 +92,7 @@ async def environment(tmp: Path, *, worker: bool = False) -> AsyncIterator[Env]:
             "CLARION_RATE_LIMIT_ENABLED": "false",
             "CLARION_LOG_LEVEL": "warning",
             "CLARION_DB_POOL_SIZE": "10",
+            **(settings or {}),
         }
         proc = subprocess.Popen(
             [

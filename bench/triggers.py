@@ -329,7 +329,11 @@ async def _raw_insert_baseline(env: Env, campaign_id: int, count: int) -> Stats:
 
 async def run() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        async with environment(Path(tmp), worker=WORKER != "0") as env:
+        # Each uvicorn worker's pool holds every request the load generator can have in flight:
+        # past the pool size, SQLAlchemy opens overflow connections and closes them on return, and
+        # that churn (a PostgreSQL backend per connection) would be measured instead of triggers.
+        pool = str(max(CLIENTS, INFLIGHT))
+        async with environment(Path(tmp), worker=WORKER != "0", settings={"CLARION_DB_POOL_SIZE": pool}) as env:
             base = env.base_url
             auth = {"Authorization": f"Bearer {env.secret_key}", "Content-Type": "application/json"}
             connector = aiohttp.TCPConnector(limit=max(CLIENTS, INFLIGHT))
