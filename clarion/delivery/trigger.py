@@ -395,9 +395,16 @@ def _fast_statement(name: str) -> Any:
 
 
 def fast_path_applies(body: CampaignTrigger) -> bool:
-    """A one-user trigger carrying only the user's ``external_id``: no profile to upsert."""
+    """A one-user trigger carrying only the user's ``external_id`` (already in the normal form the
+    upsert would match it by): no profile to upsert."""
     user = body.user
-    return body.users is None and user is not None and user.model_fields_set == {"external_id"} and not user.model_extra
+    return (
+        body.users is None
+        and user is not None
+        and user.model_fields_set == {"external_id"}
+        and not user.model_extra
+        and user.external_id == user.external_id.strip()
+    )
 
 
 async def trigger_one_user_fast(
