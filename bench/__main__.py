@@ -16,6 +16,7 @@ BENCHMARKS = [
     "bench.webhooks",
     "bench.blast",
     "bench.blast_rss",
+    "bench.triggers",
 ]
 
 

@@ -33,6 +33,7 @@ class Env:
     publishable_key: str
     base_url: str = ""
     server_pid: int = 0  # the uvicorn supervisor; its children are the workers
+    worker_pid: int = 0  # the `clarion worker` process, when one was asked for
 
 
 def _free_port() -> int:
@@ -61,8 +62,11 @@ async def drop_database(name: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def environment(tmp: Path) -> AsyncIterator[Env]:
-    """A fresh migrated database with one project, and a uvicorn server on a free port."""
+async def environment(tmp: Path, *, worker: bool = False, settings: dict[str, str] | None = None) -> AsyncIterator[Env]:
+    """A fresh migrated database with one project, and a uvicorn server on a free port (API
+    only). With ``worker``, one `clarion worker` process runs too, so queued messages are sent
+    (every project starts with a default `capture` provider per channel). ``settings``: extra
+    ``CLARION_*`` environment for the server and the worker."""
     from clarion.core.db import Database
     from clarion.core.migrations import migrate
     from clarion.core.registry import load_models
@@ -71,6 +75,7 @@ async def environment(tmp: Path) -> AsyncIterator[Env]:
 
     name, url = await create_database()
     proc: subprocess.Popen[bytes] | None = None
+    worker_proc: subprocess.Popen[bytes] | None = None
     try:
         load_models()
         db = Database(Settings(database_url=url, data_dir=tmp, secret_key="bench"))
@@ -87,6 +92,7 @@ async def environment(tmp: Path) -> AsyncIterator[Env]:
             "CLARION_RATE_LIMIT_ENABLED": "false",
             "CLARION_LOG_LEVEL": "warning",
             "CLARION_DB_POOL_SIZE": "10",
+            **(settings or {}),
         }
         proc = subprocess.Popen(
             [
@@ -109,6 +115,9 @@ async def environment(tmp: Path) -> AsyncIterator[Env]:
         )
         env.base_url = f"http://127.0.0.1:{port}"
         env.server_pid = proc.pid
+        if worker:
+            worker_proc = subprocess.Popen([sys.executable, "-m", "clarion.cli", "worker"], env=server_env)
+            env.worker_pid = worker_proc.pid
         deadline = time.monotonic() + 60
         async with httpx.AsyncClient() as client:
             while True:
@@ -120,12 +129,14 @@ async def environment(tmp: Path) -> AsyncIterator[Env]:
                 await asyncio.sleep(0.2)
         yield env
     finally:
-        if proc is not None:
-            proc.terminate()
+        for child in (worker_proc, proc):
+            if child is None:
+                continue
+            child.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=20)
-            if proc.poll() is None:
-                proc.kill()
+                child.wait(timeout=20)
+            if child.poll() is None:
+                child.kill()
         await drop_database(name)
 
 

@@ -356,3 +356,130 @@ async def test_rematerialising_a_chunk_counts_and_logs_each_message_once(
         )
     ).json()
     assert progress["recipients"] == 13, progress
+
+
+async def _one(client: httpx.AsyncClient, tenant: Tenant, campaign_id: int, external_id: str, **headers: str) -> Any:
+    return await client.post(
+        f"/api/client/campaigns/{campaign_id}/trigger",
+        json={"user": {"external_id": external_id}, "event": {"product": "Fast"}},
+        headers={**tenant.sk, **headers},
+    )
+
+
+async def test_one_known_user_by_external_id(
+    client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database
+) -> None:
+    """The shape of transactional sends (the fast path on PostgreSQL): a known user, only its
+    external_id. Eligibility reasons, counters, replay and the timeline match the general path."""
+    await client.post(
+        "/api/client/users/batch",
+        json=[
+            {"external_id": "k1", "email": "k1@example.com", "data": {"first_name": "Kay"}},
+            {"external_id": "k2"},
+            {"external_id": "k3", "email": "k3@example.com"},
+        ],
+        headers=tenant.sk,
+    )
+    await client.patch(
+        "/api/client/users/k3/subscriptions",
+        json=[{"subscription_id": ready.subscription_id, "state": 0}],
+        headers=tenant.sk,
+    )
+    first = await _one(client, tenant, ready.campaign_id, "k1", **{"Idempotency-Key": "fast-1"})
+    assert first.status_code == 200, first.text
+    out = first.json()
+    assert out["success"] is True and out["recipients"] == 1 and out["campaign_id"] == ready.campaign_id
+    [message] = out["messages"]
+    assert message["external_id"] == "k1" and message["state"] == "queued" and message["skip_reason"] is None
+    replay = await _one(client, tenant, ready.campaign_id, "k1", **{"Idempotency-Key": "fast-1"})
+    assert replay.status_code == 200 and replay.headers["idempotent-replayed"] == "true"
+    assert replay.json() == out
+    no_mail = (await _one(client, tenant, ready.campaign_id, "k2")).json()["messages"][0]
+    unsubscribed = (await _one(client, tenant, ready.campaign_id, "k3")).json()["messages"][0]
+    assert (no_mail["state"], no_mail["skip_reason"]) == ("skipped", "no_address")
+    assert (unsubscribed["state"], unsubscribed["skip_reason"]) == ("skipped", "unsubscribed")
+    progress = (
+        await client.get(f"/api/client/campaigns/{ready.campaign_id}/triggers/{out['trigger_id']}", headers=tenant.sk)
+    ).json()
+    assert progress["kind"] == "user" and progress["state"] == "ready" and progress["recipients"] == 1
+    await drain(db)
+    timeline = (await client.get(f"/api/client/messages/{message['message_id']}", headers=tenant.sk)).json()
+    assert timeline["trigger_id"] == out["trigger_id"]
+    assert [e["type"] for e in timeline["events"]] == ["queued", "sent", "delivered"]
+    skipped = (await client.get(f"/api/client/messages/{no_mail['message_id']}", headers=tenant.sk)).json()
+    assert [(e["type"], e["data"]) for e in skipped["events"]] == [("skipped", {"reason": "no_address"})]
+    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    assert [c["to"] for c in captured] == ["k1@example.com"]
+    mime = message_from_string(captured[0]["mime"], policy=policy.default)
+    assert mime["Subject"] == "Hi Kay — Fast"
+    campaign = (await client.get(f"/api/client/campaigns/{ready.campaign_id}", headers=tenant.sk)).json()
+    assert campaign["delivery"]["total"] == 3 and campaign["delivery"]["skipped"] == 2
+
+
+async def test_one_user_same_key_concurrently_sends_once(
+    client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database
+) -> None:
+    await client.post(
+        "/api/client/users/batch", json=[{"external_id": "c1", "email": "c1@example.com"}], headers=tenant.sk
+    )
+    responses = await asyncio.gather(
+        *(_one(client, tenant, ready.campaign_id, "c1", **{"Idempotency-Key": "same"}) for _ in range(50))
+    )
+    assert all(r.status_code in (200, 409) for r in responses)
+    done = [r for r in responses if r.status_code == 200]
+    assert done and len({r.json()["trigger_id"] for r in done}) == 1
+    assert len({r.json()["messages"][0]["message_id"] for r in done}) == 1
+    await drain(db)
+    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    assert [c["to"] for c in captured] == ["c1@example.com"]
+    # The trigger table's own key guard: the same key without the middleware's record (another
+    # API key) still finds the first trigger instead of sending again.
+    other_key = (
+        await client.post(
+            "/api/client/keys", json={"name": "second", "scope": "secret", "role": "admin"}, headers=tenant.sk
+        )
+    ).json()
+    again = await client.post(
+        f"/api/client/campaigns/{ready.campaign_id}/trigger",
+        json={"user": {"external_id": "c1"}, "event": {"product": "Fast"}},
+        headers={"Authorization": f"Bearer {other_key['value']}", "Idempotency-Key": "same"},
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["trigger_id"] == done[0].json()["trigger_id"]
+
+
+async def test_one_user_fallbacks_unknown_user_draft_and_webhooks(
+    client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database
+) -> None:
+    # An unknown external_id is created (the general path), then triggered.
+    created = await _one(client, tenant, ready.campaign_id, "new-one")
+    assert created.status_code == 200, created.text
+    assert created.json()["messages"][0]["skip_reason"] == "no_address"
+    user = await client.get("/api/client/users/new-one", headers=tenant.sk)
+    assert user.status_code == 200
+    # A subscribed webhook endpoint still receives message.queued for a known user.
+    await client.post(
+        "/api/client/users/batch", json=[{"external_id": "h1", "email": "h1@example.com"}], headers=tenant.sk
+    )
+    await client.post(
+        "/api/client/webhooks",
+        json={"name": "hooks", "url": "https://1.1.1.1/hooks", "event_types": ["message.queued"]},
+        headers=tenant.sk,
+    )
+    hooked = await _one(client, tenant, ready.campaign_id, "h1")
+    assert hooked.status_code == 200, hooked.text
+    message_id = hooked.json()["messages"][0]["message_id"]
+    async with db.transaction() as session:
+        from sqlalchemy import select
+
+        from clarion.webhooks.models import WebhookEvent
+
+        types = (
+            (await session.execute(select(WebhookEvent.event_type).where(WebhookEvent.project_id == tenant.project_id)))
+            .scalars()
+            .all()
+        )
+    assert types == ["message.queued"], (types, message_id)
+    # A draft campaign refuses the fast shape too.
+    draft = await make_campaign(client, tenant)
+    assert_problem(await _one(client, tenant, draft.campaign_id, "h1"), 409, "state_conflict")

@@ -42,7 +42,9 @@ def client_routers() -> list[APIRouter]:
     from clarion.users.router import router as users_router
     from clarion.webhooks.router import router as webhooks_router
 
+    # The trigger route is the hottest: matched first (routes are tried in order).
     return [
+        delivery_router,
         orgs_client,
         keys_client,
         tags_router,
@@ -56,7 +58,6 @@ def client_routers() -> list[APIRouter]:
         locales_router,
         webhooks_router,
         campaigns_router,
-        delivery_router,
         lists_router,
     ]
 

@@ -7,6 +7,11 @@ completed, replay the stored status, body and request id with ``Idempotent-Repla
 The fingerprint binds method, path, query and the exact body bytes. 2xx and 4xx responses are
 kept for the TTL (24 h); 5xx and 429 are not, so the client may retry. A record whose executor
 died stays locked for ``idempotency_lock_seconds`` and may then be taken over.
+
+On PostgreSQL the claim is first tried as one autocommit ``INSERT … ON CONFLICT DO NOTHING``
+(the common case, a fresh key, costs a single round trip). A route may store its own response as
+the completion inside its own write (see :class:`Ticket`); such bodies hold nothing secret and are
+stored unencrypted, marked by a leading NUL byte (a Fernet token never starts with one).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, delete, select, update
+from sqlalchemy.dialects import postgresql
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,6 +38,25 @@ from clarion.core.sql import execute_count, insert_for
 
 MAX_KEY_LENGTH = 255
 MAX_STORED_BODY = 4 * 1024 * 1024
+PLAIN_MARK = b"\x00"  # stored body kept in clear: it holds nothing secret
+RECORDS: Table = IdempotencyRecord.__table__  # type: ignore[assignment]
+
+
+@dataclass
+class Ticket:
+    """Handed to the route (``request.state.idempotency``) when it runs under a claimed key. A
+    route that records the completion itself, atomically with its own write (status, content type
+    and body exactly as it returns them), sets ``completed`` so the middleware does not."""
+
+    scope: str
+    key: str
+    request_id: str | None
+    completed: bool = False
+
+
+def plain_body(body: bytes) -> bytes:
+    """The stored form of a response body that holds nothing secret."""
+    return PLAIN_MARK + body
 
 
 @dataclass
@@ -52,6 +77,24 @@ class IdempotencyStore:
         self.lock = timedelta(seconds=settings.idempotency_lock_seconds)
 
     async def claim(self, scope: str, key: str, fingerprint: str) -> Claim:
+        if self.db.is_postgres:
+            now = utcnow()
+            async with self.db.lookup() as connection:  # autocommit: no BEGIN/COMMIT round trips
+                result = await connection.execute(
+                    postgresql.insert(RECORDS)
+                    .values(
+                        scope=scope,
+                        key=key,
+                        fingerprint=fingerprint,
+                        state="in_progress",
+                        locked_until=now + self.lock,
+                        created_at=now,
+                        expires_at=now + self.ttl,
+                    )
+                    .on_conflict_do_nothing()
+                )
+                if result.rowcount == 1:
+                    return Claim("execute")
         for _ in range(5):
             now = utcnow()
             async with self.db.transaction() as session:
@@ -137,7 +180,11 @@ class IdempotencyStore:
             )
 
     def open_body(self, record: IdempotencyRecord) -> bytes:
-        return decrypt_bytes(self.secret_key, record.body) if record.body else b""
+        if not record.body:
+            return b""
+        if record.body.startswith(PLAIN_MARK):
+            return record.body[len(PLAIN_MARK) :]
+        return decrypt_bytes(self.secret_key, record.body)
 
     async def purge_expired(self) -> int:
         async with self.db.transaction() as session:
@@ -229,6 +276,8 @@ class IdempotencyMiddleware:
         self, scope: Scope, body: bytes, send: Send, record_scope: str, key: str, rid: str | None
     ) -> None:
         sent_body = False
+        ticket = Ticket(record_scope, key, rid)
+        scope.setdefault("state", {})["idempotency"] = ticket
 
         async def replay_receive() -> Message:
             nonlocal sent_body
@@ -261,6 +310,8 @@ class IdempotencyMiddleware:
         except BaseException:
             await self.store.release(record_scope, key)
             raise
+        if ticket.completed:
+            return
         if status >= 500 or status == 429 or size > MAX_STORED_BODY:
             await self.store.release(record_scope, key)
         else:

@@ -269,3 +269,222 @@ async def describe(session: AsyncSession, trigger: Trigger) -> TriggerResponse:
         recipients=recipients,
         messages=messages,
     )
+
+
+# --- One-user fast path (PostgreSQL) -------------------------------------------------------------
+#
+# `{"user": {"external_id": …}, "event": …}` for a known user is the hot path of transactional
+# sending. On PostgreSQL it takes two autocommit statements on one pooled connection, no explicit
+# transaction: (A) one read for the campaign's state, the user, the user's eligibility on the
+# campaign's channel and whether a webhook endpoint listens for the message's first event; (B)
+# one data-modifying CTE that inserts the trigger, the message and its message event, bumps the
+# campaign counters and stores the response as the idempotency completion. B is one statement, so
+# it is atomic; the campaign row is locked only while it runs. Anything else (unknown campaign or
+# user, a state that refuses triggers, profile fields or attributes to upsert, a subscribed
+# webhook endpoint, a trigger already recorded under this key) returns ``None`` and the caller
+# takes the general path above, which produces the errors and the fan-out.
+
+CAMPAIGNS: Table = Campaign.__table__  # type: ignore[assignment]
+FAST_WEBHOOK_TYPES = ("message.queued", "message.skipped")
+
+
+def _fast_read() -> Any:
+    from sqlalchemy import and_, bindparam, case, exists, null
+    from sqlalchemy.dialects.postgresql import array
+
+    from clarion.campaigns.models import CHANNELS
+    from clarion.webhooks.queries import ENDPOINTS
+
+    reason = case(
+        *[
+            (
+                CAMPAIGNS.c.channel == channel,
+                ineligibility_reason(USERS, channel=channel, subscription_id=CAMPAIGNS.c.subscription_id),
+            )
+            for channel in CHANNELS
+        ],
+        else_=null(),
+    )
+    hooked = exists().where(
+        ENDPOINTS.c.project_id == CAMPAIGNS.c.project_id,
+        ENDPOINTS.c.status == "active",
+        ENDPOINTS.c.event_types.op("?|")(array(list(FAST_WEBHOOK_TYPES))),
+    )
+    return (
+        select(
+            CAMPAIGNS.c.state,
+            CAMPAIGNS.c.archived_at,
+            CAMPAIGNS.c.channel,
+            USERS.c.id,
+            reason,
+            hooked,
+        )
+        .select_from(
+            CAMPAIGNS.outerjoin(
+                USERS,
+                and_(USERS.c.project_id == CAMPAIGNS.c.project_id, USERS.c.external_id == bindparam("external_id")),
+            )
+        )
+        .where(CAMPAIGNS.c.id == bindparam("campaign_id"), CAMPAIGNS.c.project_id == bindparam("project_id"))
+    )
+
+
+def _fast_write() -> Any:
+    from sqlalchemy import LargeBinary, String, bindparam, text
+
+    from clarion.core.db import JSONDoc, UTCDateTime
+
+    return text(
+        """
+        WITH t AS (
+            INSERT INTO triggers (public_id, project_id, campaign_id, kind, state, event, idempotency_key,
+                                  recipients, skipped, materialised_at, created_at, updated_at)
+            VALUES (:trigger_public_id, :project_id, :campaign_id, 'user', 'ready', :event, :idempotency_key,
+                    1, :skipped, :now, :now, :now)
+            ON CONFLICT (campaign_id, idempotency_key) DO NOTHING
+            RETURNING id
+        ), m AS (
+            INSERT INTO messages (public_id, project_id, campaign_id, trigger_id, user_id, channel, state,
+                                  skip_reason, due_at, attempts, context, created_at, updated_at)
+            SELECT :message_public_id, :project_id, :campaign_id, t.id, :user_id, :channel, :state,
+                   :skip_reason, :now, 0, :context, :now, :now
+            FROM t
+            RETURNING id
+        ), e AS (
+            INSERT INTO message_events (public_id, project_id, message_id, campaign_id, type, data, created_at)
+            SELECT :event_public_id, :project_id, m.id, :campaign_id, :state, :event_data, :now
+            FROM m
+            RETURNING id
+        ), c AS (
+            UPDATE campaigns SET total = total + 1, skipped = skipped + :skipped, updated_at = :now
+            WHERE id = :campaign_id AND EXISTS (SELECT FROM m)
+            RETURNING id
+        ), i AS (
+            UPDATE idempotency_keys
+            SET state = 'completed', status_code = 200, content_type = 'application/json',
+                body = :stored_body, request_id = :request_id
+            WHERE scope = :idempotency_scope AND key = :idempotency_key AND state = 'in_progress'
+              AND EXISTS (SELECT FROM m)
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM e) AS events, (SELECT count(*) FROM c) AS campaigns,
+               (SELECT count(*) FROM i) AS completions
+        """
+    ).bindparams(
+        bindparam("event", type_=JSONDoc),
+        bindparam("context", type_=JSONDoc),
+        bindparam("event_data", type_=JSONDoc),
+        bindparam("now", type_=UTCDateTime),
+        bindparam("stored_body", type_=LargeBinary),
+        bindparam("idempotency_key", type_=String),
+        bindparam("idempotency_scope", type_=String),
+        bindparam("request_id", type_=String),
+        bindparam("skip_reason", type_=String),
+    )
+
+
+_FAST: dict[str, Any] = {}
+
+
+def _fast_statement(name: str) -> Any:
+    """The two statements, built once per process (their compiled form is cached by SQLAlchemy)."""
+    if name not in _FAST:
+        _FAST["read"] = _fast_read()
+        _FAST["write"] = _fast_write()
+    return _FAST[name]
+
+
+def fast_path_applies(body: CampaignTrigger) -> bool:
+    """A one-user trigger carrying only the user's ``external_id`` (already in the normal form the
+    upsert would match it by): no profile to upsert."""
+    user = body.user
+    return (
+        body.users is None
+        and user is not None
+        and user.model_fields_set == {"external_id"}
+        and not user.model_extra
+        and user.external_id == user.external_id.strip()
+    )
+
+
+async def trigger_one_user_fast(
+    db: Any,
+    *,
+    project_id: int,
+    campaign_id: int,
+    body: CampaignTrigger,
+    idempotency_key: str | None,
+    ticket: Any | None,
+) -> bytes | None:
+    """The response body of a one-user trigger done on the fast path, or ``None`` when the
+    general path must run (see above). ``ticket``: the idempotency middleware's claim, completed
+    here in the same statement when given."""
+    import orjson
+
+    from clarion.api.idempotency import plain_body
+
+    assert body.user is not None
+    external_id = body.user.external_id
+    async with db.lookup() as connection:
+        row = (
+            await connection.execute(
+                _fast_statement("read"),
+                {"external_id": external_id, "campaign_id": campaign_id, "project_id": project_id},
+            )
+        ).first()
+        if row is None:
+            return None
+        state, archived_at, channel, user_id, reason, hooked = row
+        if archived_at is not None or state in UNTRIGGERABLE_STATES or user_id is None or hooked:
+            return None
+        event = body.event or {}
+        trigger_public_id = prefixed_ulid("trg")
+        message_public_id = prefixed_ulid("msg")
+        message_state = "skipped" if reason else "queued"
+        response = orjson.dumps(
+            {
+                "success": True,
+                "trigger_id": trigger_public_id,
+                "campaign_id": campaign_id,
+                "recipients": 1,
+                "messages": [
+                    {
+                        "message_id": message_public_id,
+                        "user_id": user_id,
+                        "external_id": external_id,
+                        "state": message_state,
+                        "skip_reason": reason,
+                    }
+                ],
+            }
+        )
+        done = (
+            await connection.execute(
+                _fast_statement("write"),
+                {
+                    "trigger_public_id": trigger_public_id,
+                    "message_public_id": message_public_id,
+                    "event_public_id": prefixed_ulid("evt"),
+                    "project_id": project_id,
+                    "campaign_id": campaign_id,
+                    "user_id": user_id,
+                    "channel": channel,
+                    "state": message_state,
+                    "skip_reason": reason,
+                    "skipped": 1 if reason else 0,
+                    "event": event,
+                    "context": {"attributes": {}, "event": event},
+                    "event_data": {"reason": reason} if reason else None,
+                    "now": utcnow(),
+                    "idempotency_key": idempotency_key,
+                    "idempotency_scope": ticket.scope if ticket is not None else None,
+                    "stored_body": plain_body(response),
+                    "request_id": ticket.request_id if ticket is not None else None,
+                },
+            )
+        ).one()
+    if done.events != 1:
+        return None  # a trigger already exists under this key: the general path describes it
+    if ticket is not None and done.completions == 1:
+        ticket.completed = True
+    return response

@@ -54,7 +54,7 @@ def _suppressed(users: FromClause, channel: str) -> ColumnElement[bool]:
     )
 
 
-def _unsubscribed(users: FromClause, subscription_id: int) -> ColumnElement[bool]:
+def _unsubscribed(users: FromClause, subscription_id: int | ColumnElement[Any]) -> ColumnElement[bool]:
     return exists().where(
         STATES.c.user_id == users.c.id,
         STATES.c.subscription_id == subscription_id,
@@ -62,8 +62,11 @@ def _unsubscribed(users: FromClause, subscription_id: int) -> ColumnElement[bool
     )
 
 
-def ineligibility_reason(users: FromClause, *, channel: str, subscription_id: int) -> ColumnElement[Any]:
-    """``NULL`` if the ``users`` row may receive, else the reason it may not."""
+def ineligibility_reason(
+    users: FromClause, *, channel: str, subscription_id: int | ColumnElement[Any]
+) -> ColumnElement[Any]:
+    """``NULL`` if the ``users`` row may receive, else the reason it may not. ``subscription_id``
+    may be a column (e.g. the campaign's, in a join)."""
     return case(
         (~_has_address(users, channel), literal("no_address")),
         (_suppressed(users, channel), literal("suppressed")),
