@@ -115,6 +115,7 @@ def topology(backend: str, tmp: Path, db_url: str, db_name: str) -> Iterator[Top
         "CLARION_RATE_LIMIT_ENABLED": "false",
         "CLARION_LOG_LEVEL": "warning",
         "CLARION_BASE_URL": "https://clarion.example",
+        "CLARION_DB_POOL_SIZE": os.environ.get("CLARION_DB_POOL_SIZE", "5"),
     }
     topo = Topology(backend, env, f"http://127.0.0.1:{port}", tmp, db_name=db_name)
     try:

@@ -121,7 +121,11 @@ async def run() -> None:
                         peak_total = max(peak_total, sum(sample.values()))
                         if time.perf_counter() - last_poll > 2:
                             last_poll = time.perf_counter()
-                            states = await _states(db_url, cid)
+                            try:
+                                states = await _states(db_url, cid)
+                            except Exception as exc:  # a busy server refusing a connection: poll again
+                                print(f"  … poll failed: {exc!r:.120}", flush=True)
+                                continue
                             done = sum(v for k, v in states.items() if k not in ("queued", "sending"))
                             if int(time.perf_counter() - started) % 60 < 3:
                                 print(f"  … {time.perf_counter() - started:6.0f}s {states}", flush=True)
