@@ -188,6 +188,7 @@ async def test_one_user_shape_and_body_errors(
         422,
         "validation_failed",
     )
+    await drain(db)  # leave nothing due behind: other tests' workers claim across projects
 
 
 async def test_same_idempotency_key_never_sends_twice(
@@ -483,3 +484,4 @@ async def test_one_user_fallbacks_unknown_user_draft_and_webhooks(
     # A draft campaign refuses the fast shape too.
     draft = await make_campaign(client, tenant)
     assert_problem(await _one(client, tenant, draft.campaign_id, "h1"), 409, "state_conflict")
+    await drain(db)  # leave nothing due behind: other tests' workers claim across projects

@@ -15,9 +15,11 @@ from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.api.errors import ApiError, ErrorCode, FieldError, validation_failed
+from clarion.api.idempotency import Ticket, plain_body
 from clarion.campaigns.models import Campaign
 from clarion.campaigns.service import UNTRIGGERABLE_STATES
 from clarion.core.clock import utcnow
+from clarion.core.db import Database
 from clarion.core.ids import prefixed_ulid
 from clarion.core.sql import insert_for
 from clarion.delivery.models import Message, MessageEvent, Trigger
@@ -408,20 +410,18 @@ def fast_path_applies(body: CampaignTrigger) -> bool:
 
 
 async def trigger_one_user_fast(
-    db: Any,
+    db: Database,
     *,
     project_id: int,
     campaign_id: int,
     body: CampaignTrigger,
     idempotency_key: str | None,
-    ticket: Any | None,
+    ticket: Ticket | None,
 ) -> bytes | None:
     """The response body of a one-user trigger done on the fast path, or ``None`` when the
     general path must run (see above). ``ticket``: the idempotency middleware's claim, completed
     here in the same statement when given."""
     import orjson
-
-    from clarion.api.idempotency import plain_body
 
     assert body.user is not None
     external_id = body.user.external_id
