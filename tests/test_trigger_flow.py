@@ -485,3 +485,47 @@ async def test_one_user_fallbacks_unknown_user_draft_and_webhooks(
     draft = await make_campaign(client, tenant)
     assert_problem(await _one(client, tenant, draft.campaign_id, "h1"), 409, "state_conflict")
     await drain(db)  # leave nothing due behind: other tests' workers claim across projects
+
+
+async def test_a_batch_whose_lease_ran_out_is_not_sent_again(
+    client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database
+) -> None:
+    """Worker A claims a batch and stalls past its lease; worker B claims the rows again and
+    sends them. When A wakes up it must not send them a second time."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from clarion.core.clock import utcnow
+    from clarion.core.queue import claim_due
+    from clarion.delivery.sender import MESSAGES
+
+    users = [{"external_id": f"l{i}", "email": f"l{i}@example.com"} for i in range(3)]
+    fired = await client.post(
+        f"/api/client/campaigns/{ready.campaign_id}/trigger", json={"users": users}, headers=tenant.sk
+    )
+    assert fired.status_code == 200, fired.text
+    async with db.transaction() as session:
+        stale = await claim_due(
+            session,
+            MESSAGES,
+            now=utcnow(),
+            limit=10,
+            lease=timedelta(seconds=60),
+            ready_state="queued",
+            claimed_state="sending",
+            extra_where=MESSAGES.c.campaign_id == ready.campaign_id,
+        )
+    assert len(stale) == 3
+    async with db.transaction() as session:  # A's lease runs out
+        await session.execute(
+            update(MESSAGES)
+            .where(MESSAGES.c.id.in_([r.id for r in stale]))
+            .values(lease_until=utcnow() - timedelta(seconds=1))
+        )
+    await drain(db)  # worker B claims the expired rows and sends them
+    await MessageSource(db).send_claimed(ready.campaign_id, stale)  # A wakes up
+    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    assert sorted(c["to"] for c in captured) == [f"l{i}@example.com" for i in range(3)]
+    delivery = (await client.get(f"/api/client/campaigns/{ready.campaign_id}", headers=tenant.sk)).json()["delivery"]
+    assert delivery["sent"] == 3, delivery

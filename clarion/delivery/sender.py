@@ -8,7 +8,8 @@ campaign's provider, record outcomes (architecture §2.3–2.7).
   lease expires. Messages carry a deterministic Message-ID, so the duplicate window is the time
   between the provider accepting a batch and our commit of its outcome.
 - The campaign state is read again just before the provider call: an abort committed before
-  that point stops the batch.
+  that point stops the batch. In the same transaction the batch's leases are renewed; a row
+  whose lease ran out meanwhile (and was claimed by another worker) is dropped from the batch.
 """
 
 from __future__ import annotations
@@ -170,9 +171,16 @@ class MessageSource:
                 )
             else:
                 outgoing.append(item)
-        if outgoing and await self._stopped(project_id, campaign_id):
-            await self._abort_rows([by_id[m.message_id] for m in outgoing])
-            outgoing = []
+        if outgoing:
+            owned = await self._take_for_sending(campaign_id, rows)
+            if owned is None:
+                await self._abort_rows([by_id[m.message_id] for m in outgoing])
+                outgoing = []
+            else:
+                # A row whose lease ran out while this batch rendered belongs to whichever worker
+                # claimed it since: leave it alone, so it is not sent twice.
+                outgoing = [m for m in outgoing if by_id[m.message_id].id in owned]
+                outcomes = [o for o in outcomes if o[0].id in owned]
         if outgoing:
             sender = get_sender(self.db, provider)
             try:
@@ -193,10 +201,25 @@ class MessageSource:
                     max_attempts=self.max_attempts,
                 )
 
-    async def _stopped(self, project_id: int, campaign_id: int) -> bool:
-        async with self.db.transaction(project_id=project_id, readonly=True) as session:
+    async def _take_for_sending(self, campaign_id: int, rows: list[Any]) -> set[int] | None:
+        """Just before the provider call: ``None`` if the campaign was stopped; otherwise renew
+        the lease of the rows this worker still holds and return their ids (a row whose lease
+        expired and was claimed again by another worker is no longer ``lease_until`` = ours)."""
+        async with self.db.transaction() as session:
             state = (await session.execute(select(Campaign.state).where(Campaign.id == campaign_id))).scalar_one()
-        return state in STOPPED_STATES
+            if state in STOPPED_STATES:
+                return None
+            renewed = await session.execute(
+                update(MESSAGES)
+                .where(
+                    MESSAGES.c.id.in_([r.id for r in rows]),
+                    MESSAGES.c.state == "sending",
+                    MESSAGES.c.lease_until.in_({r.lease_until for r in rows}),
+                )
+                .values(lease_until=utcnow() + self.lease)
+                .returning(MESSAGES.c.id)
+            )
+            return {int(i) for i in renewed.scalars()}
 
     async def _abort_rows(self, rows: list[Any]) -> None:
         async with self.db.transaction() as session:
