@@ -23,7 +23,22 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import DateTime, Select, String, Table, Text, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import (
+    BindParameter,
+    CursorResult,
+    DateTime,
+    Select,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -186,7 +201,7 @@ async def _select(
         stmt = _probe_statement(bool(externals), ids_only, lock)
         connection = await session.connection()  # Core path: project_id is filtered explicitly
         result = await connection.execute(stmt, {"project_id": project_id, "keys": externals or anonymous})
-        return [dict(r._mapping) for r in result]
+        return _dicts(result)
     conditions = []
     if externals:
         conditions.append(USERS.c.external_id.in_(externals))  # ux_users_project_external
@@ -196,7 +211,12 @@ async def _select(
     if lock and postgres:
         stmt = stmt.with_for_update()
     connection = await session.connection()  # Core path: project_id is filtered explicitly above
-    return [dict(r._mapping) for r in await connection.execute(stmt)]
+    return _dicts(await connection.execute(stmt))
+
+
+def _dicts(result: CursorResult[Any]) -> list[dict[str, Any]]:
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]
 
 
 async def _execute(session: AsyncSession, project_id: int, plan: _Plan) -> None:
@@ -262,14 +282,14 @@ _PG_INSERT_SQL = (
     " FROM unnest(:external_ids, :anonymous_ids, :emails, :phones, :timezones, :locales, :datas)"
     " AS u(external_id, anonymous_id, email, phone, timezone, locale, data)"
 )
-_PG_INSERT_PARAMS = (
+_PG_INSERT_PARAMS: list[BindParameter[Any]] = [
     *(
         bindparam(name, type_=ARRAY(String))
         for name in ("external_ids", "anonymous_ids", "emails", "phones", "timezones", "locales")
     ),
     bindparam("datas", type_=ARRAY(Text)),
     bindparam("now", type_=DateTime(timezone=True)),
-)
+]
 _PG_INSERT = text(_PG_INSERT_SQL + " RETURNING id, external_id, anonymous_id").bindparams(*_PG_INSERT_PARAMS)
 _PG_INSERT_SKIPPING = text(
     _PG_INSERT_SQL + " ON CONFLICT DO NOTHING RETURNING id, external_id, anonymous_id"
@@ -311,6 +331,15 @@ async def _insert_skipping_conflicts(session: AsyncSession, project_id: int, pla
     return await _pg_insert(session, project_id, plan, utcnow(), skipping=True)
 
 
+def _identity_changed(rows: list[dict[str, Any]], plan: _Plan) -> bool:
+    """Whether an existing record of ``plan`` (the first ``len(rows)`` records) gets a new identifier."""
+    return any(
+        plan.records[pos]["external_id"] != rows[pos]["external_id"]
+        or plan.records[pos]["anonymous_id"] != rows[pos]["anonymous_id"]
+        for pos in plan.dirty
+    )
+
+
 async def upsert_users(
     session: AsyncSession, project_id: int, changes: list[UserChange], *, ids_only: bool = False
 ) -> list[dict[str, Any]]:
@@ -335,6 +364,10 @@ async def upsert_users(
             created.update(int(plan.records[pos]["id"]) for pos in plan.new if plan.records[pos].get("id"))
             if not complete:  # a concurrent writer created some of these identities
                 continue
+        elif plan.dirty and not plan.new and not plan.merges and not _identity_changed(rows, plan):
+            # Profile-only updates of rows this transaction has locked: no unique index is written,
+            # so no concurrent writer can make them fail; no savepoint needed.
+            await _execute(session, project_id, plan)
         else:
             try:
                 if plan.new or plan.dirty or plan.merges:  # reads of known users need no savepoint
