@@ -24,7 +24,6 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     BindParameter,
     CursorResult,
     DateTime,
@@ -220,46 +219,12 @@ def _dicts(result: CursorResult[Any]) -> list[dict[str, Any]]:
     return [dict(zip(keys, row, strict=True)) for row in result]
 
 
-# PostgreSQL, updates that change no identifier: one statement over column arrays. (Identifier
-# changes keep the per-row executemany below: its row order is the plan's, so an identifier that
-# moves between rows is never held twice at once.)
-_PG_UPDATE_PROFILES = text(
-    "UPDATE users SET email = v.email, phone = v.phone, timezone = v.timezone, locale = v.locale,"
-    " data = v.data::jsonb, updated_at = :now"
-    " FROM unnest(:ids, :emails, :phones, :timezones, :locales, :datas)"
-    " AS v(id, email, phone, timezone, locale, data)"
-    " WHERE users.id = v.id AND users.project_id = :project_id"
-).bindparams(
-    bindparam("ids", type_=ARRAY(BigInteger)),
-    *(bindparam(name, type_=ARRAY(String)) for name in ("emails", "phones", "timezones", "locales")),
-    bindparam("datas", type_=ARRAY(Text)),
-    bindparam("now", type_=DateTime(timezone=True)),
-)
-
-
-async def _execute(session: AsyncSession, project_id: int, plan: _Plan, *, profiles_only: bool = False) -> None:
-    """Write ``plan``; ``profiles_only``: no record's identifiers change and nothing is merged."""
+async def _execute(session: AsyncSession, project_id: int, plan: _Plan) -> None:
     now = utcnow()
     for source, target in plan.merges:
         await merge_users(session, plan.records[source]["id"], plan.records[target]["id"])
     dirty = [plan.records[pos] for pos in sorted(plan.dirty)]
-    if dirty and profiles_only and dialect_name(session) == "postgresql":
-        for record in dirty:
-            record["updated_at"] = now
-        await (await session.connection()).execute(
-            _PG_UPDATE_PROFILES,
-            {
-                "project_id": project_id,
-                "now": now,
-                "ids": [r["id"] for r in dirty],
-                "emails": [r.get("email") for r in dirty],
-                "phones": [r.get("phone") for r in dirty],
-                "timezones": [r.get("timezone") for r in dirty],
-                "locales": [r.get("locale") for r in dirty],
-                "datas": [json_dumps(r.get("data") or {}) for r in dirty],
-            },
-        )
-    elif dirty:
+    if dirty:
         stmt = (
             update(USERS)
             .where(USERS.c.id == bindparam("_id"), USERS.c.project_id == project_id)
@@ -402,7 +367,7 @@ async def upsert_users(
         elif plan.dirty and not plan.new and not plan.merges and not _identity_changed(rows, plan):
             # Profile-only updates of rows this transaction has locked: no unique index is written,
             # so no concurrent writer can make them fail; no savepoint needed.
-            await _execute(session, project_id, plan, profiles_only=True)
+            await _execute(session, project_id, plan)
         else:
             try:
                 if plan.new or plan.dirty or plan.merges:  # reads of known users need no savepoint
