@@ -23,6 +23,12 @@ from bench.events import _events
 from bench.harness import Env, environment, http_clients
 from bench.users_batch import _batches
 
+
+def _changed(batches: list[list[dict[str, object]]]) -> list[object]:
+    """The same users with one data value changed, so every row is written."""
+    return [[{**item, "data": {"plan": "team", "seats": 51}} for item in batch] for batch in batches]
+
+
 TICK = os.sysconf("SC_CLK_TCK")
 ROUNDS = int(os.environ.get("CLARION_BENCH_ROUNDS", "100"))  # batches of 100 per phase
 
@@ -84,6 +90,8 @@ async def run() -> None:
             batches = _batches("u")[:ROUNDS]
             await _phase(env, "POST /users/batch create", "/api/client/users/batch", list(batches), 200)
             await _phase(env, "POST /users/batch update", "/api/client/users/batch", list(batches), 200)
+            changed = _changed(batches)
+            await _phase(env, "POST /users/batch update (changed data)", "/api/client/users/batch", changed, 200)
             users = [[{"external_id": f"u{i}"} for i in range(s, s + 100)] for s in range(0, 5_000, 100)]
             await http_clients(env, "POST", "/api/client/users/batch", headers, users, {200})
             events = _events()
@@ -137,6 +145,9 @@ async def run_ab(other: str) -> None:
                 users = {side: list(_batches("u")[:ROUNDS]) for side in envs}
                 await _ab_phase(envs, "POST /users/batch create", "/api/client/users/batch", users, 200, slices)
                 await _ab_phase(envs, "POST /users/batch update", "/api/client/users/batch", users, 200, slices)
+                changed = {side: _changed(batches) for side, batches in users.items()}
+                label = "POST /users/batch update (changed data)"
+                await _ab_phase(envs, label, "/api/client/users/batch", changed, 200, slices)
                 known = [[{"external_id": f"u{i}"} for i in range(s, s + 100)] for s in range(0, 5_000, 100)]
                 for env in envs.values():
                     headers = {"Authorization": f"Bearer {env.secret_key}"}

@@ -112,6 +112,9 @@ async def environment(tmp: Path, *, worker: bool = False, settings: dict[str, st
                 "--no-access-log",
             ],
             env=server_env,
+            # Not the checkout: `python -m` puts the working directory first on sys.path, which would
+            # shadow a PYTHONPATH checkout (cpu_split's A/B side) with this one.
+            cwd=tmp,
         )
         env.base_url = f"http://127.0.0.1:{port}"
         env.server_pid = proc.pid

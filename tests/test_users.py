@@ -104,6 +104,10 @@ async def test_data_deep_merge_and_null_removes(client: httpx.AsyncClient, tenan
     assert user["email"] == "m@x.co"  # absent field untouched
     body = await batch(client, tenant, [{"external_id": "m", "email": None}])
     assert body["results"][0]["user"]["email"] is None
+    stored = (await client.get(f"{U}/m", headers=tenant.sk)).json()  # the profile update was written
+    assert stored["data"] == {"a": {"b": 1, "e": 5}, "f": [1]}
+    assert stored["email"] is None
+    assert stored["updated_at"] == body["results"][0]["user"]["updated_at"]
 
 
 async def test_repeats_within_a_batch_accumulate(client: httpx.AsyncClient, tenant: Tenant) -> None:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.api.errors import not_found
@@ -80,12 +80,14 @@ async def record_paths(session: AsyncSession, project_id: int, paths: dict[tuple
 
 
 async def classified_user_paths(session: AsyncSession, project_id: int) -> list[str]:
-    rows = await (await session.connection()).execute(
-        select(PATHS.c.path).where(
-            PATHS.c.project_id == project_id, PATHS.c.kind == "user", PATHS.c.visibility == "classified"
-        )
-    )
+    rows = await (await session.connection()).execute(_CLASSIFIED_USER_PATHS, {"project_id": project_id})
     return [r[0] for r in rows]
+
+
+# Read on every user response: built once, ``project_id`` bound per call.
+_CLASSIFIED_USER_PATHS = select(PATHS.c.path).where(
+    PATHS.c.project_id == bindparam("project_id"), PATHS.c.kind == "user", PATHS.c.visibility == "classified"
+)
 
 
 def strip_paths(data: dict[str, Any], paths: list[str]) -> dict[str, Any]:

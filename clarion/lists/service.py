@@ -6,10 +6,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import Select, Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.api.errors import ApiError, ErrorCode, field_error, not_found
@@ -288,17 +289,23 @@ def _cached_rule(raw: dict[str, Any]) -> CompiledRule:
     return compiled
 
 
+@lru_cache(maxsize=1)
+def _live_lists_statement() -> Select[Any]:
+    """Built once; every caller binds ``project_id``."""
+    table: Table = UserList.__table__  # type: ignore[assignment]
+    return select(table.c.id, table.c.rule, table.c.rule_event_names, table.c.rule_reads_user).where(
+        table.c.project_id == bindparam("project_id"),
+        table.c.type == "dynamic",
+        table.c.archived_at.is_(None),
+        table.c.published.is_(True),
+    )
+
+
 async def _live_dynamic_lists(session: AsyncSession, project_id: int) -> list[_LiveList]:
     """Published, unarchived dynamic lists of the project (``ix_lists_project_id``)."""
-    table = UserList.__table__
-    rows = await session.execute(
-        select(table.c.id, table.c.rule, table.c.rule_event_names, table.c.rule_reads_user).where(
-            table.c.project_id == project_id,
-            table.c.type == "dynamic",
-            table.c.archived_at.is_(None),
-            table.c.published.is_(True),
-        )
-    )
+    # Core, on the session's connection: the statement filters project_id itself, so the ORM
+    # scoping hook (and its per-call loader-criteria compile) is not needed on this hot path.
+    rows = await (await session.connection()).execute(_live_lists_statement(), {"project_id": project_id})
     return [
         _LiveList(int(r.id), _cached_rule(r.rule), frozenset(r.rule_event_names or ()), bool(r.rule_reads_user))
         for r in rows

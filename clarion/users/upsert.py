@@ -23,13 +23,28 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, String, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    CursorResult,
+    DateTime,
+    Select,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.clock import utcnow
+from clarion.core.db import json_dumps
 from clarion.core.sql import dialect_name
 from clarion.dataschema.service import collect_paths, record_paths
 from clarion.lists.service import on_users_changed
@@ -186,7 +201,7 @@ async def _select(
         stmt = _probe_statement(bool(externals), ids_only, lock)
         connection = await session.connection()  # Core path: project_id is filtered explicitly
         result = await connection.execute(stmt, {"project_id": project_id, "keys": externals or anonymous})
-        return [dict(r._mapping) for r in result]
+        return _dicts(result)
     conditions = []
     if externals:
         conditions.append(USERS.c.external_id.in_(externals))  # ux_users_project_external
@@ -196,7 +211,12 @@ async def _select(
     if lock and postgres:
         stmt = stmt.with_for_update()
     connection = await session.connection()  # Core path: project_id is filtered explicitly above
-    return [dict(r._mapping) for r in await connection.execute(stmt)]
+    return _dicts(await connection.execute(stmt))
+
+
+def _dicts(result: CursorResult[Any]) -> list[dict[str, Any]]:
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]
 
 
 async def _execute(session: AsyncSession, project_id: int, plan: _Plan) -> None:
@@ -216,7 +236,9 @@ async def _execute(session: AsyncSession, project_id: int, plan: _Plan) -> None:
             params.append({"_id": record["id"], **{f"_{n}": record.get(n) for n in (*_MUTABLE, "updated_at")}})
         await (await session.connection()).execute(stmt, params)
 
-    if plan.new:
+    if plan.new and dialect_name(session) == "postgresql":
+        await _pg_insert(session, project_id, plan, now, skipping=False)
+    elif plan.new:
         values = _new_rows(project_id, plan, now)
         result = await (await session.connection()).execute(
             USERS.insert().returning(USERS.c.id, sort_by_parameter_order=True), values
@@ -249,13 +271,47 @@ def _new_rows(project_id: int, plan: _Plan, now: datetime) -> list[dict[str, Any
     return values
 
 
-async def _insert_skipping_conflicts(session: AsyncSession, project_id: int, plan: _Plan) -> bool:
-    """PostgreSQL, a plan that only creates users: ``INSERT … ON CONFLICT DO NOTHING`` (either
-    unique index), so a concurrent creator of the same identity costs no savepoint. Returns whether
-    every row went in; if not, the caller re-plans against the rows that now exist."""
-    values = _new_rows(project_id, plan, utcnow())
-    stmt = pg_insert(USERS).on_conflict_do_nothing().returning(USERS.c.id, USERS.c.external_id, USERS.c.anonymous_id)
-    result = await (await session.connection()).execute(stmt, values)
+# PostgreSQL: new users go in as one statement with a fixed text, the columns passed as arrays
+# (no per-row parameter processing or multi-VALUES rendering). ``ON CONFLICT DO NOTHING`` covers
+# either unique index; the returned identities map the ids back to the rows.
+_PG_INSERT_SQL = (
+    "INSERT INTO users (project_id, external_id, anonymous_id, email, phone, timezone, locale, data, devices,"
+    " has_push_device, created_at, updated_at)"
+    " SELECT :project_id, u.external_id, u.anonymous_id, u.email, u.phone, u.timezone, u.locale, u.data::jsonb,"
+    " '[]'::jsonb, false, :now, :now"
+    " FROM unnest(:external_ids, :anonymous_ids, :emails, :phones, :timezones, :locales, :datas)"
+    " AS u(external_id, anonymous_id, email, phone, timezone, locale, data)"
+)
+_PG_INSERT_PARAMS: list[BindParameter[Any]] = [
+    *(
+        bindparam(name, type_=ARRAY(String))
+        for name in ("external_ids", "anonymous_ids", "emails", "phones", "timezones", "locales")
+    ),
+    bindparam("datas", type_=ARRAY(Text)),
+    bindparam("now", type_=DateTime(timezone=True)),
+]
+_PG_INSERT = text(_PG_INSERT_SQL + " RETURNING id, external_id, anonymous_id").bindparams(*_PG_INSERT_PARAMS)
+_PG_INSERT_SKIPPING = text(
+    _PG_INSERT_SQL + " ON CONFLICT DO NOTHING RETURNING id, external_id, anonymous_id"
+).bindparams(*_PG_INSERT_PARAMS)
+
+
+async def _pg_insert(session: AsyncSession, project_id: int, plan: _Plan, now: datetime, *, skipping: bool) -> bool:
+    """Insert ``plan.new`` (PostgreSQL); returns whether every row went in (``skipping`` may skip some)."""
+    values = _new_rows(project_id, plan, now)
+    params = {
+        "project_id": project_id,
+        "now": now,
+        "external_ids": [v["external_id"] for v in values],
+        "anonymous_ids": [v["anonymous_id"] for v in values],
+        "emails": [v["email"] for v in values],
+        "phones": [v["phone"] for v in values],
+        "timezones": [v["timezone"] for v in values],
+        "locales": [v["locale"] for v in values],
+        "datas": [json_dumps(v["data"]) for v in values],
+    }
+    result = await (await session.connection()).execute(_PG_INSERT_SKIPPING if skipping else _PG_INSERT, params)
+    # Every new record has a distinct (external_id, anonymous_id): the plan creates each identity once.
     ids = {(ext, anon): ident for ident, ext, anon in result}
     complete = True
     for pos, inserted in zip(plan.new, values, strict=True):
@@ -266,6 +322,22 @@ async def _insert_skipping_conflicts(session: AsyncSession, project_id: int, pla
         plan.records[pos].update(inserted)
         plan.records[pos]["id"] = ident
     return complete
+
+
+async def _insert_skipping_conflicts(session: AsyncSession, project_id: int, plan: _Plan) -> bool:
+    """PostgreSQL, a plan that only creates users: ``INSERT … ON CONFLICT DO NOTHING`` (either
+    unique index), so a concurrent creator of the same identity costs no savepoint. Returns whether
+    every row went in; if not, the caller re-plans against the rows that now exist."""
+    return await _pg_insert(session, project_id, plan, utcnow(), skipping=True)
+
+
+def _identity_changed(rows: list[dict[str, Any]], plan: _Plan) -> bool:
+    """Whether an existing record of ``plan`` (the first ``len(rows)`` records) gets a new identifier."""
+    return any(
+        plan.records[pos]["external_id"] != rows[pos]["external_id"]
+        or plan.records[pos]["anonymous_id"] != rows[pos]["anonymous_id"]
+        for pos in plan.dirty
+    )
 
 
 async def upsert_users(
@@ -292,6 +364,10 @@ async def upsert_users(
             created.update(int(plan.records[pos]["id"]) for pos in plan.new if plan.records[pos].get("id"))
             if not complete:  # a concurrent writer created some of these identities
                 continue
+        elif plan.dirty and not plan.new and not plan.merges and not _identity_changed(rows, plan):
+            # Profile-only updates of rows this transaction has locked: no unique index is written,
+            # so no concurrent writer can make them fail; no savepoint needed.
+            await _execute(session, project_id, plan)
         else:
             try:
                 if plan.new or plan.dirty or plan.merges:  # reads of known users need no savepoint
