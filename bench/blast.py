@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ import aiosmtplib
 import httpx
 
 from bench.cpu_split import _children, _cpu, _pg_backends, _proc_files
-from bench.harness import _free_port, create_database, drop_database
+from bench.harness import _free_port, clarion_env, create_database, drop_database
 from bench.render_mime import build_html
 from bench.smtp import SENDER, bare_loop, start_sink
 
@@ -107,16 +107,14 @@ def _write_users(path: Path, n: int) -> None:
 @contextlib.contextmanager
 def topology(backend: str, tmp: Path, db_url: str, db_name: str) -> Iterator[Topology]:
     port = _free_port()
-    env = {
-        **os.environ,
-        "CLARION_DATABASE_URL": db_url,
-        "CLARION_DATA_DIR": str(tmp),
-        "CLARION_SECRET_KEY": "bench",
-        "CLARION_RATE_LIMIT_ENABLED": "false",
-        "CLARION_LOG_LEVEL": "warning",
-        "CLARION_BASE_URL": "https://clarion.example",
-        "CLARION_DB_POOL_SIZE": os.environ.get("CLARION_DB_POOL_SIZE", "5"),
-    }
+    env = clarion_env(
+        db_url,
+        tmp,
+        {
+            "CLARION_BASE_URL": "https://clarion.example",
+            "CLARION_DB_POOL_SIZE": os.environ.get("CLARION_DB_POOL_SIZE", "5"),
+        },
+    )
     topo = Topology(backend, env, f"http://127.0.0.1:{port}", tmp, db_name=db_name)
     try:
         if backend == "sqlite":
@@ -159,7 +157,7 @@ async def _prepare(db_url: str, tmp: Path) -> tuple[int, str]:
         await db.dispose()
 
 
-async def _import(db_url: str, tmp: Path, project_id: int, list_id: int, path: Path) -> None:
+async def _import(db_url: str, tmp: Path, project_id: int, list_id: int, path: Path, expected: int) -> None:
     from clarion.core.db import Database
     from clarion.core.settings import Settings
     from clarion.imports.csv_users import import_users_csv
@@ -167,8 +165,8 @@ async def _import(db_url: str, tmp: Path, project_id: int, list_id: int, path: P
     db = Database(Settings(database_url=db_url, data_dir=tmp, secret_key="bench"))
     try:
         state = await import_users_csv(db, project_id, path, list_id=list_id)
-        if state.imported != N:
-            raise RuntimeError(f"imported {state.imported} of {N} users")
+        if state.imported != expected:
+            raise RuntimeError(f"imported {state.imported} of {expected} users")
     finally:
         await db.dispose()
 
@@ -238,7 +236,26 @@ def _template_data() -> dict[str, Any]:
     }
 
 
-async def blast(backend: str, sink_port: int, users_csv: Path) -> dict[str, float]:
+def settled(states: dict[str, int]) -> int:
+    """How many of a campaign's messages are past ``queued``/``sending``."""
+    return sum(v for k, v in states.items() if k not in ("queued", "sending"))
+
+
+@dataclass
+class ReadyBlast:
+    topo: Topology
+    api: httpx.AsyncClient
+    db_url: str
+    campaign_id: int
+    import_seconds: float
+
+
+@contextlib.asynccontextmanager
+async def ready_blast(
+    backend: str, users_csv: Path, users: int, provider: dict[str, Any], template: dict[str, Any]
+) -> AsyncIterator[ReadyBlast]:
+    """A running topology on a fresh database whose static list holds the users of ``users_csv``
+    (CSV import), with a scheduled blast campaign at that list through ``provider`` — not fired."""
     with tempfile.TemporaryDirectory(prefix=f"clarion-blast-{backend}-") as tmp_name:
         tmp = Path(tmp_name)
         db_name = ""
@@ -251,32 +268,21 @@ async def blast(backend: str, sink_port: int, users_csv: Path) -> dict[str, floa
             project_id, key = await _prepare(db_url, tmp)
             with topology(backend, tmp, db_url, db_name) as topo:
                 h = {"Authorization": f"Bearer {key}"}
-                async with httpx.AsyncClient(base_url=topo.base + "/api/client", headers=h, timeout=60) as api:
+                async with httpx.AsyncClient(base_url=topo.base + "/api/client", headers=h, timeout=120) as api:
                     lst = _ok(await api.post("/lists", json={"name": "Blast", "type": "static"}))
                     started = time.perf_counter()
-                    await _import(db_url, tmp, project_id, int(lst["id"]), users_csv)
+                    await _import(db_url, tmp, project_id, int(lst["id"]), users_csv, users)
                     imported = time.perf_counter() - started
-                    provider = _ok(
-                        await api.post(
-                            "/providers",
-                            json={
-                                "type": "smtp",
-                                "group": "email",
-                                "name": "Sink",
-                                "is_default": True,
-                                "data": {"host": "127.0.0.1", "port": sink_port, "protocol": "plain"},
-                            },
-                        )
-                    )
+                    provider_id = _ok(await api.post("/providers", json=provider))["id"]
                     subs = _ok(await api.get("/subscriptions?limit=100"))["results"]
                     campaign = _ok(
                         await api.post(
                             "/campaigns",
                             json={
                                 "type": "blast",
-                                "name": "Weekly picks",
+                                "name": "Blast",
                                 "subscription_id": next(s["id"] for s in subs if s["channel"] == "email"),
-                                "provider_id": provider["id"],
+                                "provider_id": provider_id,
                                 "list_ids": [lst["id"]],
                             },
                         )
@@ -284,31 +290,42 @@ async def blast(backend: str, sink_port: int, users_csv: Path) -> dict[str, floa
                     cid = int(campaign["id"])
                     _ok(
                         await api.post(
-                            "/templates",
-                            json={"type": "email", "campaign_id": cid, "locale": "en", "data": _template_data()},
+                            "/templates", json={"type": "email", "campaign_id": cid, "locale": "en", "data": template}
                         )
                     )
                     _ok(await api.patch(f"/campaigns/{cid}", json={"state": "scheduled"}))
-                    sink_cpu_before = sum(_cpu(p) for p in _sink_pids(sink_port))
-                    cpu_before = topo.cpu()
-                    load_before = os.getloadavg()[0]
-                    started = time.perf_counter()
-                    _ok(await api.post(f"/campaigns/{cid}/trigger", json={}))
-                    states: dict[str, int] = {}
-                    while time.perf_counter() - started < TIMEOUT:
-                        await asyncio.sleep(0.5)
-                        states = await _states(db_url, cid)
-                        done = sum(v for k, v in states.items() if k not in ("queued", "sending"))
-                        if done >= N:
-                            break
-                    elapsed = time.perf_counter() - started
-                    cpu_after = topo.cpu()
-                    sink_cpu = sum(_cpu(p) for p in _sink_pids(sink_port)) - sink_cpu_before
-                    load_after = os.getloadavg()[0]
-                    delivery = _ok(await api.get(f"/campaigns/{cid}"))["delivery"]
+                    yield ReadyBlast(topo, api, db_url, cid, imported)
         finally:
             if db_name:
                 await drop_database(db_name)
+
+
+async def blast(backend: str, sink_port: int, users_csv: Path) -> dict[str, float]:
+    provider = {
+        "type": "smtp",
+        "group": "email",
+        "name": "Sink",
+        "is_default": True,
+        "data": {"host": "127.0.0.1", "port": sink_port, "protocol": "plain"},
+    }
+    async with ready_blast(backend, users_csv, N, provider, _template_data()) as ready:
+        sink_cpu_before = sum(_cpu(p) for p in _sink_pids(sink_port))
+        cpu_before = ready.topo.cpu()
+        load_before = os.getloadavg()[0]
+        started = time.perf_counter()
+        _ok(await ready.api.post(f"/campaigns/{ready.campaign_id}/trigger", json={}))
+        states: dict[str, int] = {}
+        while time.perf_counter() - started < TIMEOUT:
+            await asyncio.sleep(0.5)
+            states = await _states(ready.db_url, ready.campaign_id)
+            if settled(states) >= N:
+                break
+        elapsed = time.perf_counter() - started
+        cpu_after = ready.topo.cpu()
+        sink_cpu = sum(_cpu(p) for p in _sink_pids(sink_port)) - sink_cpu_before
+        load_after = os.getloadavg()[0]
+        delivery = _ok(await ready.api.get(f"/campaigns/{ready.campaign_id}"))["delivery"]
+        imported = ready.import_seconds
     sent = states.get("sent", 0) + states.get("delivered", 0)
     if sent != N:
         raise RuntimeError(f"{backend}: only {sent} of {N} sent in {elapsed:.0f}s: {states}")

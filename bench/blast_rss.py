@@ -20,11 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
-import bench.blast as blast_bench
-from bench.blast import _import, _ok, _prepare, _states, _write_users, topology
-from bench.harness import create_database, drop_database
+from bench.blast import _ok, _states, _write_users, ready_blast, settled
 
 N = int(os.environ.get("BENCH_RSS_RECIPIENTS", "1000000"))
 BACKEND = os.environ.get("BENCH_RSS_BACKEND", "postgres")
@@ -53,91 +49,50 @@ def _name(pid: int) -> str:
     return " ".join(w.rsplit("/", 1)[-1] for w in words[1:3]) or str(pid)
 
 
+PROVIDER = {"type": "capture", "group": "email", "name": "Capture", "is_default": True}
+TEMPLATE = {
+    "from": {"name": "News", "address": "news@example.com"},
+    "subject": "Hello {{ user.data.first_name }}",
+    "html": '<p>Hi {{ user.data.first_name }}</p><a href="https://example.com/a">a</a>',
+    "editor": "code",
+}
+
+
 async def run() -> None:
-    blast_bench.N = N  # `_import` checks the count it was asked for
-    with tempfile.TemporaryDirectory(prefix="clarion-rss-") as tmp_name:
-        tmp = Path(tmp_name)
-        users_csv = tmp / "users.csv"
+    with tempfile.TemporaryDirectory(prefix="clarion-rss-users-") as tmp_name:
+        users_csv = Path(tmp_name) / "users.csv"
         _write_users(users_csv, N)
-        db_name = ""
-        if BACKEND == "sqlite":
-            db_url = f"sqlite+aiosqlite:///{tmp / 'clarion.db'}"
-        else:
-            db_name, raw = await create_database()
-            db_url = raw.replace("postgresql://", "postgresql+asyncpg://", 1)
-        try:
-            project_id, key = await _prepare(db_url, tmp)
-            with topology(BACKEND, tmp, db_url, db_name) as topo:
-                h = {"Authorization": f"Bearer {key}"}
-                async with httpx.AsyncClient(base_url=topo.base + "/api/client", headers=h, timeout=120) as api:
-                    lst = _ok(await api.post("/lists", json={"name": "Everyone", "type": "static"}))
-                    started = time.perf_counter()
-                    await _import(db_url, tmp, project_id, int(lst["id"]), users_csv)
-                    imported = time.perf_counter() - started
-                    provider = _ok(
-                        await api.post(
-                            "/providers",
-                            json={"type": "capture", "group": "email", "name": "Capture", "is_default": True},
-                        )
-                    )
-                    subs = _ok(await api.get("/subscriptions?limit=100"))["results"]
-                    campaign = _ok(
-                        await api.post(
-                            "/campaigns",
-                            json={
-                                "type": "blast",
-                                "name": "Everyone",
-                                "subscription_id": next(s["id"] for s in subs if s["channel"] == "email"),
-                                "provider_id": provider["id"],
-                                "list_ids": [lst["id"]],
-                            },
-                        )
-                    )
-                    cid = int(campaign["id"])
-                    template = {
-                        "from": {"name": "News", "address": "news@example.com"},
-                        "subject": "Hello {{ user.data.first_name }}",
-                        "html": '<p>Hi {{ user.data.first_name }}</p><a href="https://example.com/a">a</a>',
-                        "editor": "code",
-                    }
-                    _ok(
-                        await api.post(
-                            "/templates", json={"type": "email", "campaign_id": cid, "locale": "en", "data": template}
-                        )
-                    )
-                    _ok(await api.patch(f"/campaigns/{cid}", json={"state": "scheduled"}))
-                    idle = {pid: _status_kb(pid, "VmRSS") for pid in topo.pids()}
-                    peak: dict[int, int] = dict(idle)
-                    peak_total = sum(idle.values())
-                    started = time.perf_counter()
-                    _ok(await api.post(f"/campaigns/{cid}/trigger", json={}))
-                    states: dict[str, int] = {}
-                    last_poll = 0.0
-                    while time.perf_counter() - started < MAX_SECONDS:
-                        await asyncio.sleep(0.5)
-                        sample = {pid: _status_kb(pid, "VmRSS") for pid in topo.pids()}
-                        for pid, kb in sample.items():
-                            peak[pid] = max(peak.get(pid, 0), kb)
-                        peak_total = max(peak_total, sum(sample.values()))
-                        if time.perf_counter() - last_poll > 2:
-                            last_poll = time.perf_counter()
-                            try:
-                                states = await _states(db_url, cid)
-                            except Exception as exc:  # a busy server refusing a connection: poll again
-                                print(f"  … poll failed: {exc!r:.120}", flush=True)
-                                continue
-                            done = sum(v for k, v in states.items() if k not in ("queued", "sending"))
-                            if int(time.perf_counter() - started) % 60 < 3:
-                                print(f"  … {time.perf_counter() - started:6.0f}s {states}", flush=True)
-                            if done >= N:
-                                break
-                    elapsed = time.perf_counter() - started
-                    hwm = {pid: _status_kb(pid, "VmHWM") for pid in topo.pids()}
-                    names = {pid: _name(pid) for pid in topo.pids()}
-        finally:
-            if db_name:
-                await drop_database(db_name)
-    done = sum(v for k, v in states.items() if k not in ("queued", "sending"))
+        async with ready_blast(BACKEND, users_csv, N, PROVIDER, TEMPLATE) as ready:
+            topo, cid = ready.topo, ready.campaign_id
+            idle = {pid: _status_kb(pid, "VmRSS") for pid in topo.pids()}
+            peak: dict[int, int] = dict(idle)
+            peak_total = sum(idle.values())
+            started = time.perf_counter()
+            _ok(await ready.api.post(f"/campaigns/{cid}/trigger", json={}))
+            states: dict[str, int] = {}
+            last_poll = 0.0
+            while time.perf_counter() - started < MAX_SECONDS:
+                await asyncio.sleep(0.5)
+                sample = {pid: _status_kb(pid, "VmRSS") for pid in topo.pids()}
+                for pid, kb in sample.items():
+                    peak[pid] = max(peak.get(pid, 0), kb)
+                peak_total = max(peak_total, sum(sample.values()))
+                if time.perf_counter() - last_poll > 2:
+                    last_poll = time.perf_counter()
+                    try:
+                        states = await _states(ready.db_url, cid)
+                    except Exception as exc:  # a busy server refusing a connection: poll again
+                        print(f"  … poll failed: {exc!r:.120}", flush=True)
+                        continue
+                    if int(time.perf_counter() - started) % 60 < 3:
+                        print(f"  … {time.perf_counter() - started:6.0f}s {states}", flush=True)
+                    if settled(states) >= N:
+                        break
+            elapsed = time.perf_counter() - started
+            hwm = {pid: _status_kb(pid, "VmHWM") for pid in topo.pids()}
+            names = {pid: _name(pid) for pid in topo.pids()}
+            imported = ready.import_seconds
+    done = settled(states)
     print(
         f"bench.blast_rss: {N:,} recipients, {BACKEND}, capture provider; users imported in {imported:.0f}s; "
         f"{done:,} messages settled in {elapsed:.0f}s ({done / elapsed:,.0f}/s): {states}"

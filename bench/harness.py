@@ -61,6 +61,20 @@ async def drop_database(name: str) -> None:
         await admin.close()
 
 
+def clarion_env(database_url: str, data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a Clarion process a benchmark starts: its database and data folder,
+    the benchmarks' secret key, rate limits off, quiet logs; ``extra`` on top."""
+    return {
+        **os.environ,
+        "CLARION_DATABASE_URL": database_url,
+        "CLARION_DATA_DIR": str(data_dir),
+        "CLARION_SECRET_KEY": "bench",
+        "CLARION_RATE_LIMIT_ENABLED": "false",
+        "CLARION_LOG_LEVEL": "warning",
+        **(extra or {}),
+    }
+
+
 @contextlib.asynccontextmanager
 async def environment(tmp: Path, *, worker: bool = False, settings: dict[str, str] | None = None) -> AsyncIterator[Env]:
     """A fresh migrated database with one project, and a uvicorn server on a free port (API
@@ -84,16 +98,7 @@ async def environment(tmp: Path, *, worker: bool = False, settings: dict[str, st
         await db.dispose()
         env = Env(url, name, result.project_id, result.secret_key, result.publishable_key)
         port = _free_port()
-        server_env = {
-            **os.environ,
-            "CLARION_DATABASE_URL": url,
-            "CLARION_DATA_DIR": str(tmp),
-            "CLARION_SECRET_KEY": "bench",
-            "CLARION_RATE_LIMIT_ENABLED": "false",
-            "CLARION_LOG_LEVEL": "warning",
-            "CLARION_DB_POOL_SIZE": "10",
-            **(settings or {}),
-        }
+        server_env = clarion_env(url, tmp, {"CLARION_DB_POOL_SIZE": "10", **(settings or {})})
         proc = subprocess.Popen(
             [
                 sys.executable,
