@@ -19,8 +19,8 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Literal
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from sqlalchemy import Table, delete, select, update
 from sqlalchemy.dialects import postgresql
@@ -76,21 +76,25 @@ class IdempotencyStore:
         self.ttl = timedelta(seconds=settings.idempotency_ttl_seconds)
         self.lock = timedelta(seconds=settings.idempotency_lock_seconds)
 
+    def _fresh(self, scope: str, key: str, fingerprint: str, now: datetime) -> dict[str, Any]:
+        """The row of a key claimed now, before its route has run."""
+        return {
+            "scope": scope,
+            "key": key,
+            "fingerprint": fingerprint,
+            "state": "in_progress",
+            "locked_until": now + self.lock,
+            "created_at": now,
+            "expires_at": now + self.ttl,
+        }
+
     async def claim(self, scope: str, key: str, fingerprint: str) -> Claim:
         if self.db.is_postgres:
             now = utcnow()
             async with self.db.lookup() as connection:  # autocommit: no BEGIN/COMMIT round trips
                 result = await connection.execute(
                     postgresql.insert(RECORDS)
-                    .values(
-                        scope=scope,
-                        key=key,
-                        fingerprint=fingerprint,
-                        state="in_progress",
-                        locked_until=now + self.lock,
-                        created_at=now,
-                        expires_at=now + self.ttl,
-                    )
+                    .values(self._fresh(scope, key, fingerprint, now))
                     .on_conflict_do_nothing()
                 )
                 if result.rowcount == 1:
@@ -100,15 +104,7 @@ class IdempotencyStore:
             async with self.db.transaction() as session:
                 stmt = (
                     insert_for(session, IdempotencyRecord)
-                    .values(
-                        scope=scope,
-                        key=key,
-                        fingerprint=fingerprint,
-                        state="in_progress",
-                        locked_until=now + self.lock,
-                        created_at=now,
-                        expires_at=now + self.ttl,
-                    )
+                    .values(self._fresh(scope, key, fingerprint, now))
                     .on_conflict_do_nothing()
                 )
                 inserted = await execute_count(session, stmt)

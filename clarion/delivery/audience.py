@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, and_, case, func, insert, literal, null, select, type_coerce, update
+from sqlalchemy import Table, case, func, insert, literal, null, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -115,13 +115,7 @@ async def materialise_chunk(
     # (an expired job lease, a retried crash) finds the earlier rows already there.
     if not inserted:
         return int(last)
-    new_ids = [int(i) for i, _ in inserted]
-    in_chunk = and_(
-        MESSAGES.c.trigger_id == trigger.id,
-        MESSAGES.c.user_id > after_user_id,
-        MESSAGES.c.user_id <= last,
-        MESSAGES.c.id.in_(new_ids),
-    )
+    in_chunk = MESSAGES.c.id.in_([int(i) for i, _ in inserted])
     await session.execute(
         insert(EVENTS).from_select(
             ["public_id", "project_id", "message_id", "campaign_id", "type", "data", "created_at"],
