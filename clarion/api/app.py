@@ -21,6 +21,7 @@ from clarion.core.db import Database
 from clarion.core.registry import load_models
 from clarion.core.settings import Settings, get_settings
 from clarion.core.wakeup import Waker
+from clarion.delivery.fast_trigger_asgi import FastTriggerMiddleware
 from clarion.tracking.router import router as tracking_router
 
 
@@ -42,7 +43,8 @@ def client_routers() -> list[APIRouter]:
     from clarion.users.router import router as users_router
     from clarion.webhooks.router import router as webhooks_router
 
-    # The trigger route is the hottest: matched first (routes are tried in order).
+    # The trigger route is the hottest: matched first (routes are tried in order); its one-user
+    # shape is answered before routing on PostgreSQL (clarion.delivery.fast_trigger_asgi).
     return [
         delivery_router,
         orgs_client,
@@ -129,8 +131,10 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
 
     install_error_handlers(app)
     install_openapi(app)
-    # Middleware order, outermost first: conventions → rate limits → idempotency → routes.
+    # Middleware order, outermost first: conventions → rate limits → one-user trigger fast path
+    # (PostgreSQL) → idempotency → routes.
     app.add_middleware(IdempotencyMiddleware, store=IdempotencyStore(db, settings))
+    app.add_middleware(FastTriggerMiddleware, db=db, waker=waker, settings=settings)
     app.add_middleware(RateLimitMiddleware, settings=settings, storage=make_storage(settings))
     app.add_middleware(ConventionsMiddleware)
     return app

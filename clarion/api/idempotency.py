@@ -9,9 +9,11 @@ kept for the TTL (24 h); 5xx and 429 are not, so the client may retry. A record 
 died stays locked for ``idempotency_lock_seconds`` and may then be taken over.
 
 On PostgreSQL the claim is first tried as one autocommit ``INSERT … ON CONFLICT DO NOTHING``
-(the common case, a fresh key, costs a single round trip). A route may store its own response as
-the completion inside its own write (see :class:`Ticket`); such bodies hold nothing secret and are
-stored unencrypted, marked by a leading NUL byte (a Fernet token never starts with one).
+(the common case, a fresh key, costs a single round trip). An earlier layer may claim the key and
+complete it inside its own write (the one-user trigger fast path,
+:mod:`clarion.delivery.fast_trigger`), or claim it and hand the claim over (``CLAIM_HANDOVER``):
+the route then runs under that claim. Bodies such a layer stores hold nothing secret and are kept
+unencrypted, marked by a leading NUL byte (a Fernet token never starts with one).
 """
 
 from __future__ import annotations
@@ -40,18 +42,9 @@ MAX_KEY_LENGTH = 255
 MAX_STORED_BODY = 4 * 1024 * 1024
 PLAIN_MARK = b"\x00"  # stored body kept in clear: it holds nothing secret
 RECORDS: Table = IdempotencyRecord.__table__  # type: ignore[assignment]
-
-
-@dataclass
-class Ticket:
-    """Handed to the route (``request.state.idempotency``) when it runs under a claimed key. A
-    route that records the completion itself, atomically with its own write (status, content type
-    and body exactly as it returns them), sets ``completed`` so the middleware does not."""
-
-    scope: str
-    key: str
-    request_id: str | None
-    completed: bool = False
+# Request-state entry naming a claim an earlier layer already made for this very request
+# (``(record scope, key)``), e.g. the one-user trigger fast path before it handed over.
+CLAIM_HANDOVER = "idempotency_claim"
 
 
 def plain_body(body: bytes) -> bytes:
@@ -189,7 +182,7 @@ class IdempotencyStore:
             )
 
 
-def _fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
+def fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
     digest = hashlib.sha256()
     for part in (method.encode(), path.encode(), query, body):
         digest.update(len(part).to_bytes(8, "big"))
@@ -229,8 +222,11 @@ class IdempotencyMiddleware:
         body = await request.body()
         surface = "admin" if scope["path"].startswith("/api/admin/") else "client"
         record_scope = f"{surface}:{principal.rate_key}"
-        fingerprint = _fingerprint(scope["method"], scope["path"], scope.get("query_string", b""), body)
-        claim = await self.store.claim(record_scope, key, fingerprint)
+        digest = fingerprint(scope["method"], scope["path"], scope.get("query_string", b""), body)
+        if scope.get("state", {}).get(CLAIM_HANDOVER) == (record_scope, key):
+            claim = Claim("execute")  # an earlier layer claimed this key for this request
+        else:
+            claim = await self.store.claim(record_scope, key, digest)
 
         if claim.outcome == "mismatch":
             response = problem_response(
@@ -272,8 +268,6 @@ class IdempotencyMiddleware:
         self, scope: Scope, body: bytes, send: Send, record_scope: str, key: str, rid: str | None
     ) -> None:
         sent_body = False
-        ticket = Ticket(record_scope, key, rid)
-        scope.setdefault("state", {})["idempotency"] = ticket
 
         async def replay_receive() -> Message:
             nonlocal sent_body
@@ -306,8 +300,6 @@ class IdempotencyMiddleware:
         except BaseException:
             await self.store.release(record_scope, key)
             raise
-        if ticket.completed:
-            return
         if status >= 500 or status == 429 or size > MAX_STORED_BODY:
             await self.store.release(record_scope, key)
         else:

@@ -46,3 +46,15 @@ class Campaign(ProjectOwned, IntPK, Timestamps, Base):
     delivered: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     failed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     skipped: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class CampaignCounterDelta(IntPK, Base):
+    """Counts added to a campaign's ``total``/``skipped`` and not yet folded into its row
+    (:mod:`clarion.campaigns.counters`). Appending a row takes no lock on the campaign, so
+    concurrent triggers never queue behind each other on its counters."""
+
+    __tablename__ = "campaign_counter_deltas"
+
+    campaign_id: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

@@ -107,7 +107,15 @@ class CampaignUpdate(RequestModel):
     description: str | None = None
 
 
-def campaign_out(campaign: Any, tags: list[str] | None, subscription: Any = None, provider: Any = None) -> CampaignOut:
+def campaign_out(
+    campaign: Any,
+    tags: list[str] | None,
+    subscription: Any = None,
+    provider: Any = None,
+    pending: tuple[int, int] | None = None,
+) -> CampaignOut:
+    """``pending``: (total, skipped) appended as counter deltas and not yet folded into the row."""
+    pending_total, pending_skipped = pending or (0, 0)
     return CampaignOut(
         id=campaign.id,
         project_id=campaign.project_id,
@@ -123,13 +131,13 @@ def campaign_out(campaign: Any, tags: list[str] | None, subscription: Any = None
         state=campaign.state,
         delivery=CampaignDelivery(
             sent=campaign.sent,
-            total=campaign.total,
+            total=campaign.total + pending_total,
             opens=campaign.opens,
             clicks=campaign.clicks,
             bounced=campaign.bounced,
             delivered=campaign.delivered,
             failed=campaign.failed,
-            skipped=campaign.skipped,
+            skipped=campaign.skipped + pending_skipped,
         ),
         tags=tags,
         send_in_user_timezone=campaign.send_in_user_timezone,

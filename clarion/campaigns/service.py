@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.api.auth import project_role_at_least
 from clarion.api.errors import ApiError, ErrorCode, FieldError, field_error, not_found, validation_failed
+from clarion.campaigns.counters import forget_campaign, pending_counts
 from clarion.campaigns.models import Campaign
 from clarion.campaigns.schemas import CampaignCreate, CampaignOut, campaign_out
 from clarion.core.clock import utcnow
@@ -225,6 +226,7 @@ async def delete_campaign(session: AsyncSession, campaign: Campaign) -> None:
         campaign.updated_at = utcnow()
         await session.flush()
         return
+    await forget_campaign(session, campaign.id)
     await session.execute(delete(Campaign).where(Campaign.id == campaign.id))
 
 
@@ -253,7 +255,8 @@ async def duplicate_campaign(session: AsyncSession, campaign: Campaign) -> Campa
 
 
 async def hydrate(session: AsyncSession, campaigns: list[Campaign]) -> list[CampaignOut]:
-    """Campaigns with their tags, subscription and (redacted) provider, in three queries."""
+    """Campaigns with their tags, subscription, (redacted) provider and counts not yet folded
+    into their rows (:mod:`clarion.campaigns.counters`), in four queries."""
     if not campaigns:
         return []
     tags = await tags_for(session, TAG_RESOURCE, [c.id for c in campaigns])
@@ -271,7 +274,10 @@ async def hydrate(session: AsyncSession, campaigns: list[Campaign]) -> list[Camp
             await session.execute(select(Provider).where(Provider.id.in_({c.provider_id for c in campaigns})))
         ).scalars()
     }
+    pending = await pending_counts(session, [c.id for c in campaigns])
     return [
-        campaign_out(c, tags.get(c.id, []), subs.get(c.subscription_id), providers.get(c.provider_id))
+        campaign_out(
+            c, tags.get(c.id, []), subs.get(c.subscription_id), providers.get(c.provider_id), pending.get(c.id)
+        )
         for c in campaigns
     ]

@@ -194,5 +194,21 @@ class Database:
         async with self._lookup_engine.connect() as connection:
             yield connection
 
+    @asynccontextmanager
+    async def driver_connection(self) -> AsyncIterator[Any]:
+        """The pool's asyncpg connection itself (PostgreSQL only), for hot-path statements that
+        are compiled once with SQLAlchemy and run by the driver: no transaction is opened, so
+        each statement autocommits. A connection the driver found closed is dropped from the
+        pool rather than handed to the next caller."""
+        async with self.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver = raw.driver_connection
+            try:
+                yield driver
+            except BaseException:
+                if driver is None or driver.is_closed():
+                    raw.invalidate()
+                raise
+
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Path, Response
+from fastapi import APIRouter, Body, Path
 from sqlalchemy import func, select
 
 from clarion.api.context import ProjectContext, project_ctx
@@ -12,7 +12,7 @@ from clarion.api.errors import not_found
 from clarion.campaigns.service import get_campaign
 from clarion.delivery.models import Message, MessageEvent, Trigger
 from clarion.delivery.schemas import MessageEventOut, MessageTimeline, TriggerProgress
-from clarion.delivery.trigger import create_trigger, fast_path_applies, trigger_one_user_fast
+from clarion.delivery.trigger import create_trigger
 from clarion.delivery.trigger_schemas import CampaignTrigger, TriggerResponse
 
 router = APIRouter(tags=["delivery"])
@@ -28,18 +28,6 @@ async def trigger_campaign(
     """Fire the campaign: at its own audience (empty body or only `event`), at per-call `users`,
     or at one `user` (§E1). Returns the trigger id and, for per-call/one-user, the message ids."""
     key = ctx.request.headers.get("idempotency-key")
-    if body is not None and ctx.db.is_postgres and fast_path_applies(body):
-        fast = await trigger_one_user_fast(
-            ctx.db,
-            project_id=ctx.project_id,
-            campaign_id=campaign_id,
-            body=body,
-            idempotency_key=key,
-            ticket=getattr(ctx.request.state, "idempotency", None),
-        )
-        if fast is not None:
-            await ctx.request.app.state.waker.notify(MESSAGES_TOPIC)
-            return Response(fast, media_type="application/json")
     async with ctx.write() as session:
         campaign = await get_campaign(session, campaign_id)
         response = await create_trigger(session, campaign, body or CampaignTrigger(), idempotency_key=key)

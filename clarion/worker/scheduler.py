@@ -44,6 +44,7 @@ def default_duties() -> list[PeriodicDuty]:
     async def purge_idempotency(db: Database) -> object:
         return await IdempotencyStore(db, get_settings()).purge_expired()
 
+    from clarion.campaigns.counters import fold_counter_deltas
     from clarion.delivery.schedule import campaign_lifecycle
     from clarion.lists.jobs import refresh_windowed_lists
     from clarion.webhooks.dispatch import purge_webhook_history
@@ -53,6 +54,7 @@ def default_duties() -> list[PeriodicDuty]:
         PeriodicDuty("purge-webhook-history", 3600, purge_webhook_history),
         PeriodicDuty("refresh-windowed-lists", 300, refresh_windowed_lists),
         PeriodicDuty("campaign-lifecycle", 2, campaign_lifecycle),
+        PeriodicDuty("fold-campaign-counters", 1, fold_counter_deltas),
     ]
 
 

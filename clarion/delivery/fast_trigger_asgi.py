@@ -1,0 +1,150 @@
+"""Where a one-user trigger enters on PostgreSQL: an ASGI middleware in front of the idempotency
+middleware and the routes (inside the conventions and rate-limit middlewares, so request ids,
+version checks and rate limits apply as to every request).
+
+It recognises ``POST /api/client/campaigns/{id}/trigger`` with a secret key, a JSON body that
+validates as :class:`~clarion.delivery.trigger_schemas.CampaignTrigger` and carries only
+``user.external_id`` and ``event``, and answers it through
+:func:`clarion.delivery.fast_trigger.fire_one_user` without routing, dependency solving or an
+ORM session. Every other request, and every one-user trigger the fast path hands over, continues
+down the stack unchanged: the body it read is replayed, the key it resolved is left on the
+request (as :func:`clarion.api.auth.principal_for_request` would have cached it), and an
+idempotency claim it made is handed to the idempotency middleware, which then runs the route
+under it instead of claiming again.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from clarion.api.auth import Principal, bearer_token
+from clarion.api.idempotency import CLAIM_HANDOVER, MAX_KEY_LENGTH, fingerprint
+from clarion.core.db import Database
+from clarion.core.ids import hash_key
+from clarion.core.settings import Settings
+from clarion.core.wakeup import Waker
+from clarion.delivery.fast_trigger import Claim, Handover, claim_scope, fast_path_applies, fire_one_user
+from clarion.delivery.trigger_schemas import CampaignTrigger
+
+PATH = re.compile(r"/api/client/campaigns/([1-9][0-9]{0,18})/trigger")
+MAX_BODY = 64 * 1024  # larger bodies are not one-user triggers worth a fast path
+MAX_ID = 2**63 - 1
+MESSAGES_TOPIC = "messages"
+
+
+class FastTriggerMiddleware:
+    def __init__(self, app: ASGIApp, db: Database, waker: Waker, settings: Settings) -> None:
+        self.app = app
+        self.db = db
+        self.waker = waker
+        self.enabled = db.is_postgres
+        self.lock_seconds = float(settings.idempotency_lock_seconds)
+        self.ttl_seconds = float(settings.idempotency_ttl_seconds)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.enabled or scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        match = PATH.fullmatch(scope["path"])
+        if match is None or int(match[1]) > MAX_ID:
+            await self.app(scope, receive, send)
+            return
+        authorization = content_type = idempotency_key = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"idempotency-key":
+                idempotency_key = value.decode("latin-1")
+        token = bearer_token(None, authorization)
+        if (
+            token is None
+            or not token.startswith("sk_")
+            or content_type is None
+            or content_type.split(";", 1)[0].strip().lower() != "application/json"
+            or (idempotency_key is not None and not (1 <= len(idempotency_key) <= MAX_KEY_LENGTH))
+            or (idempotency_key is not None and not idempotency_key.strip())
+        ):
+            await self.app(scope, receive, send)
+            return
+
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more and size <= MAX_BODY:
+            message = await receive()
+            if message["type"] != "http.request":
+                chunks.append(b"")
+                break
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            more = message.get("more_body", False)
+        replayed = iter(chunks)
+        complete = not more
+
+        async def replay() -> Message:
+            for chunk in replayed:
+                return {"type": "http.request", "body": chunk, "more_body": True}
+            if complete:
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return await receive()
+
+        if not complete:
+            await self.app(scope, replay, send)
+            return
+        body = b"".join(chunks)
+        try:
+            trigger = CampaignTrigger.model_validate_json(body)
+        except ValidationError:
+            await self.app(scope, replay, send)
+            return
+        if not fast_path_applies(trigger):
+            await self.app(scope, replay, send)
+            return
+        assert trigger.user is not None
+        state = scope.setdefault("state", {})
+        claim = None
+        if idempotency_key is not None:
+            claim = Claim(
+                key=idempotency_key,
+                fingerprint=fingerprint("POST", scope["path"], scope.get("query_string", b""), body),
+                request_id=state.get("request_id"),
+                lock_seconds=self.lock_seconds,
+                ttl_seconds=self.ttl_seconds,
+            )
+        outcome = await fire_one_user(
+            self.db,
+            digest=hash_key(token),
+            campaign_id=int(match[1]),
+            external_id=trigger.user.external_id,
+            event=trigger.event or {},
+            claim=claim,
+        )
+        if isinstance(outcome, Handover):
+            self._hand_over(state, outcome, claim)
+            await self.app(scope, replay, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(outcome)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": outcome})
+        await self.waker.notify(MESSAGES_TOPIC)
+
+    @staticmethod
+    def _hand_over(state: dict[str, object], outcome: Handover, claim: Claim | None) -> None:
+        key = outcome.key
+        if key is None or key.scope != "secret":
+            state["principal"] = None  # an sk_ value that matches no live secret key
+            return
+        state["principal"] = Principal("project", key.id, key.organization_id, key.project_id, "secret", key.role)
+        if outcome.claimed and claim is not None:
+            state[CLAIM_HANDOVER] = (claim_scope(key), claim.key)

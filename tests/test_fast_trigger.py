@@ -1,0 +1,197 @@
+"""The one-user trigger fast path (PostgreSQL) answers before routing and hands everything else
+to the general path unchanged; campaign counters appended as deltas are exact before and after
+they are folded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from sqlalchemy import func, select
+
+from clarion.api.idempotency import RECORDS
+from clarion.campaigns.counters import DELTAS, fold_counter_deltas
+from clarion.campaigns.models import Campaign
+from clarion.core.db import Database
+from clarion.delivery.models import Message
+from tests.conftest import Tenant, assert_problem, new_tenant
+from tests.test_trigger_flow import Ready, drain, make_campaign
+
+
+@pytest_asyncio.fixture
+async def ready(client: httpx.AsyncClient, tenant: Tenant) -> Ready:
+    r = await make_campaign(client, tenant)
+    scheduled = await client.patch(
+        f"/api/client/campaigns/{r.campaign_id}", json={"state": "scheduled"}, headers=tenant.sk
+    )
+    assert scheduled.status_code == 200, scheduled.text
+    return r
+
+
+TRIGGER = {"user": {"external_id": "f1"}, "event": {"product": "Fast"}}
+
+
+async def _known_user(client: httpx.AsyncClient, tenant: Tenant, external_id: str = "f1") -> None:
+    created = await client.post(
+        "/api/client/users/batch",
+        json=[{"external_id": external_id, "email": f"{external_id}@example.com"}],
+        headers=tenant.sk,
+    )
+    assert created.status_code == 200, created.text
+
+
+def _refuse_general_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refuse(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the general trigger path ran")
+
+    monkeypatch.setattr("clarion.delivery.router.create_trigger", refuse)
+
+
+async def _key(client: httpx.AsyncClient, tenant: Tenant, *, role: str, scope: str = "secret") -> dict[str, Any]:
+    created = await client.post(
+        "/api/client/keys", json={"name": f"{scope}-{role}", "scope": scope, "role": role}, headers=tenant.sk
+    )
+    assert created.status_code == 200, created.text
+    body: dict[str, Any] = created.json()
+    return body
+
+
+async def _record_state(db: Database, key: str) -> list[str]:
+    async with db.transaction() as session:
+        return list((await session.execute(select(RECORDS.c.state).where(RECORDS.c.key == key))).scalars())
+
+
+async def test_a_known_user_is_answered_before_the_route(
+    client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not db.is_postgres:
+        pytest.skip("the fast path is PostgreSQL's")
+    await _known_user(client, tenant)
+    _refuse_general_path(monkeypatch)
+    url = f"/api/client/campaigns/{ready.campaign_id}/trigger"
+    first = await client.post(url, json=TRIGGER, headers={**tenant.sk, "Idempotency-Key": "fast-a"})
+    assert first.status_code == 200, first.text
+    assert first.headers["x-request-id"].startswith("req_") and "spotzee-version" in first.headers
+    assert await _record_state(db, "fast-a") == ["completed"]
+    replay = await client.post(url, json=TRIGGER, headers={**tenant.sk, "Idempotency-Key": "fast-a"})
+    assert replay.status_code == 200 and replay.headers["idempotent-replayed"] == "true"
+    assert replay.json() == first.json()
+    # The same key with another body is refused, and nothing more is sent.
+    other = {"user": {"external_id": "f1"}, "event": {"product": "Other"}}
+    assert_problem(
+        await client.post(url, json=other, headers={**tenant.sk, "Idempotency-Key": "fast-a"}),
+        409,
+        "idempotency_key_mismatch",
+    )
+    await drain(db)
+    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    assert [c["to"] for c in captured] == ["f1@example.com"]
+
+
+async def test_handed_over_requests_keep_their_claim_and_their_errors(
+    client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database
+) -> None:
+    url = f"/api/client/campaigns/{ready.campaign_id}/trigger"
+    # An unknown user goes down the general path under the claim the fast path made.
+    unknown = {"user": {"external_id": "brand-new"}, "event": {"product": "Fast"}}
+    created = await client.post(url, json=unknown, headers={**tenant.sk, "Idempotency-Key": "hand-1"})
+    assert created.status_code == 200, created.text
+    assert await _record_state(db, "hand-1") == ["completed"]
+    again = await client.post(url, json=unknown, headers={**tenant.sk, "Idempotency-Key": "hand-1"})
+    assert again.headers.get("idempotent-replayed") == "true" and again.json() == created.json()
+    # Keys that may not trigger get the general path's answers.
+    await _known_user(client, tenant)
+    support = await _key(client, tenant, role="support")
+    assert_problem(
+        await client.post(
+            url, json=TRIGGER, headers={"Authorization": f"Bearer {support['value']}", "Idempotency-Key": "hand-2"}
+        ),
+        403,
+        "permission_denied",
+    )
+    public = await _key(client, tenant, role="admin", scope="public")
+    assert_problem(
+        await client.post(url, json=TRIGGER, headers={"Authorization": f"Bearer {public['value']}"}),
+        401,
+        "authentication_required",
+    )
+    revoked = await _key(client, tenant, role="admin")
+    assert (await client.delete(f"/api/client/keys/{revoked['id']}", headers=tenant.sk)).status_code == 200
+    assert_problem(
+        await client.post(url, json=TRIGGER, headers={"Authorization": f"Bearer {revoked['value']}"}),
+        401,
+        "authentication_required",
+    )
+    # Another project's secret key cannot see the campaign.
+    other = await new_tenant(db)
+    await _known_user(client, other)
+    assert_problem(await client.post(url, json=TRIGGER, headers=other.sk), 404, "resource_missing")
+    # A body the model refuses gets the route's validation error.
+    assert_problem(
+        await client.post(url, json={"user": {"external_id": "f1"}, "surprise": 1}, headers=tenant.sk),
+        422,
+        "validation_failed",
+    )
+    async with db.transaction() as session:
+        messages = (
+            await session.execute(
+                select(func.count()).select_from(Message).where(Message.campaign_id == ready.campaign_id)
+            )
+        ).scalar()
+    assert messages == 1  # the brand-new user's; every refused request sent nothing
+    await drain(db)
+
+
+async def test_counter_deltas_are_exact_before_and_after_folding(
+    client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database
+) -> None:
+    await _known_user(client, tenant)
+    await _known_user(client, tenant, "f2-no-mail")
+    await client.post("/api/client/users/batch", json=[{"external_id": "nomail"}], headers=tenant.sk)
+    url = f"/api/client/campaigns/{ready.campaign_id}/trigger"
+    for body in (TRIGGER, TRIGGER, {"user": {"external_id": "nomail"}}):
+        assert (await client.post(url, json=body, headers=tenant.sk)).status_code == 200
+    per_call = await client.post(url, json={"users": [{"external_id": "f2-no-mail"}]}, headers=tenant.sk)
+    assert per_call.status_code == 200, per_call.text
+
+    async def delivery() -> dict[str, int]:
+        campaign = await client.get(f"/api/client/campaigns/{ready.campaign_id}", headers=tenant.sk)
+        out: dict[str, int] = campaign.json()["delivery"]
+        return out
+
+    before = await delivery()
+    assert (before["total"], before["skipped"]) == (4, 1)
+    await fold_counter_deltas(db)
+    async with db.transaction() as session:
+        left = (await session.execute(select(func.count()).select_from(DELTAS))).scalar()
+        row = (
+            await session.execute(select(Campaign.total, Campaign.skipped).where(Campaign.id == ready.campaign_id))
+        ).one()
+    assert left == 0
+    assert tuple(row) == (4, 1)
+    assert await delivery() == before
+    listed = (await client.get("/api/client/campaigns?limit=100", headers=tenant.sk)).json()["results"]
+    assert next(c for c in listed if c["id"] == ready.campaign_id)["delivery"]["total"] == 4
+    await drain(db)
+
+
+async def test_deleting_a_campaign_removes_its_counter_deltas(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    from clarion.campaigns.models import CampaignCounterDelta
+
+    r = await make_campaign(client, tenant)
+    async with db.transaction() as session:
+        session.add(CampaignCounterDelta(campaign_id=r.campaign_id, total=3, skipped=1))
+    for _ in range(2):  # archive, then delete
+        assert (await client.delete(f"/api/client/campaigns/{r.campaign_id}", headers=tenant.sk)).status_code in (
+            200,
+            204,
+        )
+    async with db.transaction() as session:
+        left = (
+            await session.execute(select(func.count()).select_from(DELTAS).where(DELTAS.c.campaign_id == r.campaign_id))
+        ).scalar()
+    assert left == 0
