@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import shutil
 import signal
@@ -56,7 +57,8 @@ WORKER = os.environ.get("BENCH_TRIGGERS_WORKER", "during")
 # The closed loop runs under wrk when it is installed (BENCH_TRIGGERS_WRK=0 forces aiohttp).
 WRK = os.environ.get("BENCH_TRIGGERS_WRK", "1") != "0" and shutil.which("wrk") is not None
 WRK_SECONDS = float(os.environ.get("BENCH_TRIGGERS_WRK_SECONDS", "10"))
-WARM_UP = 300
+POOL = int(os.environ.get("BENCH_TRIGGERS_POOL", "4"))  # per uvicorn worker, no overflow
+WARM_UP = 640  # at the largest concurrency of any phase, so every pool is at its working size
 TARGET_RATE = 1000.0
 TARGET_P99_MS = 50.0
 
@@ -74,6 +76,7 @@ class Stats:
         self.reported_count: int | None = None
         self.reported_ms: dict[float, float] = {}
         self.reported_max_ms = 0.0
+        self.timeline: list[tuple[float, float]] = []  # (seconds into the phase, latency)
 
     @property
     def count(self) -> int:
@@ -88,6 +91,14 @@ class Stats:
             return self.reported_ms[q]
         ordered = sorted(self.latencies)
         return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+    def slow_seconds(self, threshold_ms: float) -> str:
+        """The seconds of an open loop whose slowest request took over ``threshold_ms``."""
+        worst: dict[int, float] = {}
+        for at, latency in self.timeline:
+            worst[int(at)] = max(worst.get(int(at), 0.0), 1000 * latency)
+        slow = [f"{second}s: {ms:.0f} ms" for second, ms in sorted(worst.items()) if ms > threshold_ms]
+        return ", ".join(slow) or "none"
 
     def line(self) -> str:
         text = (
@@ -248,7 +259,12 @@ async def open_loop(stats: Stats, env: Env, rate: float, seconds: float, infligh
         finally:
             slots.release()
         stats.latencies.append(time.perf_counter() - due)
+        stats.timeline.append((due - start, stats.latencies[-1]))
 
+    # The load generator must not pause: a full collection of this process's heap would hold
+    # every arrival behind it and be measured as server latency.
+    gc.collect()
+    gc.disable()
     meter = CpuMeter(env)
     meter.start()
     start = time.perf_counter()
@@ -263,6 +279,7 @@ async def open_loop(stats: Stats, env: Env, rate: float, seconds: float, infligh
         tasks.append(asyncio.create_task(one(i, due)))
     await asyncio.gather(*tasks)
     stats.elapsed = time.perf_counter() - start
+    gc.enable()
     stats.app_cpu, stats.pg_cpu = await meter.stop()
     return stats
 
@@ -411,13 +428,14 @@ async def _raw_insert_baseline(env: Env, campaign_id: int, count: int) -> Stats:
 
 async def run() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        # Each uvicorn worker's pool holds every request the load generator can have in flight:
-        # past the pool size, SQLAlchemy opens overflow connections and closes them on return, and
-        # that churn (a PostgreSQL backend per connection) would be measured instead of triggers.
-        # Connections open only as requests need them, so at most ~INFLIGHT are used in all: keep
-        # INFLIGHT well under the server's max_connections, which other databases share.
-        pool = str(max(CLIENTS, INFLIGHT))
-        async with environment(Path(tmp), worker=WORKER != "0", settings={"CLARION_DB_POOL_SIZE": pool}) as env:
+        # A few pooled connections per uvicorn worker and no overflow: a trigger holds its
+        # connection for two round trips, so a handful serve 1,000+ requests/s, and PostgreSQL on
+        # two cores does more with few busy backends than with one per request in flight (each
+        # extra one adds context switches and lock traffic). Requests beyond the pool wait for a
+        # connection in the API process; overflow connections would instead be opened and closed
+        # on every burst. docs/sending.md, "Scaling", says the same for deployments.
+        settings = {"CLARION_DB_POOL_SIZE": str(POOL), "CLARION_DB_MAX_OVERFLOW": "0"}
+        async with environment(Path(tmp), worker=WORKER != "0", settings=settings) as env:
             base = env.base_url
             auth = {"Authorization": f"Bearer {env.secret_key}", "Content-Type": "application/json"}
             connector = aiohttp.TCPConnector(limit=max(CLIENTS, INFLIGHT))
@@ -449,7 +467,9 @@ async def run() -> None:
                             raise RuntimeError(f"GET /me: {r.status}")
 
                 # Warm-up (connections, caches, the worker's first batches), not measured.
-                await closed_loop(Stats("warm-up"), env, WARM_UP, CLIENTS, trigger("warm"))
+                # Opening a pooled connection costs tens of milliseconds; a phase that grows the
+                # pools would measure that instead of triggers.
+                await closed_loop(Stats("warm-up"), env, WARM_UP, max(CLIENTS, INFLIGHT), trigger("warm"))
                 await closed_loop(Stats("warm-up"), env, 300, CLIENTS, me)
                 if env.worker_pid:
                     await _wait_sent(env, campaign_id, timeout=60, quiet=True)
@@ -500,6 +520,7 @@ async def run() -> None:
                     trigger("open"),
                 )
                 print(opened.line(), flush=True)
+                print(f"    seconds with a request over {TARGET_P99_MS:.0f} ms: {opened.slow_seconds(TARGET_P99_MS)}")
                 open_get = await open_loop(
                     Stats(f"baseline open loop {RATE:,.0f}/s: GET /me"), env, RATE, SECONDS, INFLIGHT, me
                 )

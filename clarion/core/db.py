@@ -149,7 +149,8 @@ class Database:
             kwargs["poolclass"] = NullPool
         else:
             kwargs["pool_size"] = settings.db_pool_size
-            kwargs["max_overflow"] = settings.db_pool_size * 2
+            overflow = settings.db_max_overflow
+            kwargs["max_overflow"] = settings.db_pool_size * 2 if overflow is None else overflow
         self.engine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)

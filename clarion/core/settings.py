@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     idempotency_lock_seconds: int = 60
 
     db_pool_size: int = 10
+    # Connections opened beyond the pool when every pooled one is busy, closed again on return;
+    # ``None``: twice the pool size. ``0`` makes a burst wait for a pooled connection instead.
+    db_max_overflow: int | None = None
     db_echo: bool = False
     log_level: str = "info"
 
