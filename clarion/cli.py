@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -120,6 +120,17 @@ def serve(
     uvicorn.run(create_app(run_worker=not no_worker), host=host, port=port, log_level=get_settings().log_level)
 
 
+def _event_loop_run(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run a long-lived process's loop on uvloop (as uvicorn does for the API): its transports
+    write to sockets in C, which is most of a sending worker's own time on the standard loop."""
+    try:
+        import uvloop
+    except ImportError:  # not built for this platform
+        asyncio.run(coroutine)
+        return
+    uvloop.run(coroutine)
+
+
 def _serve_forever(build: Callable[[Database], Any]) -> None:
     async def main() -> None:
         load_models()
@@ -137,7 +148,7 @@ def _serve_forever(build: Callable[[Database], Any]) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(db.dispose(), SHUTDOWN_GRACE_SECONDS)
 
-    asyncio.run(main())
+    _event_loop_run(main())
     # Claimed work is leased and crash-safe; a database driver thread left behind by a query the
     # shutdown interrupted must not keep the process alive after a stop signal.
     sys.stdout.flush()

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = 24 * 3600
     idempotency_lock_seconds: int = 60
 
+    # A send pass that found only a few due messages waits this long before the next, so a
+    # trickle of one-user triggers is sent in batches (0 sends each as soon as it is claimed).
+    send_linger_ms: int = 20
     db_pool_size: int = 10
     # Connections opened beyond the pool when every pooled one is busy, closed again on return;
     # ``None``: twice the pool size. ``0`` makes a burst wait for a pooled connection instead.

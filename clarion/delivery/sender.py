@@ -58,6 +58,9 @@ class MessageSource:
     ) -> None:
         self.db = db
         self.batch_size = batch_size
+        # A pass that sent fewer than a quarter batch waits this long before the next (Worker).
+        self.linger_below = max(1, batch_size // 4)
+        self.linger_seconds = db.settings.send_linger_ms / 1000
         settings = db.settings
         self.lease = timedelta(seconds=lease_seconds if lease_seconds is not None else settings.send_lease_seconds)
         self.retry_base = settings.send_retry_base_seconds

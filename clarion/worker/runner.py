@@ -63,6 +63,10 @@ class Worker:
                 await asyncio.sleep(self.poll_interval)
             if handled == 0:
                 await self.waker.wait(source.topic, self.poll_interval)
+            elif handled < getattr(source, "linger_below", 0):
+                # A trickle (one-user triggers arriving one by one): let a few milliseconds' worth
+                # gather so each pass's fixed cost (claim, lookups, outcome statements) is shared.
+                await asyncio.sleep(getattr(source, "linger_seconds", 0.0))
 
     async def start(self) -> None:
         await self.waker.start([s.topic for s in self.sources])
