@@ -177,12 +177,15 @@ async def http_clients(
         return await run_clients(batches, send)
 
 
-def report(what: str, count: int, elapsed: float, baseline_elapsed: float, target: float) -> None:
+def report(
+    what: str, count: int, elapsed: float, baseline_elapsed: float, target: float, baseline_count: int | None = None
+) -> None:
+    """``baseline_count``: rows the baseline wrote, when not ``count`` (a timed window's count)."""
     rate = count / elapsed
-    base = count / baseline_elapsed
+    base = (baseline_count if baseline_count is not None else count) / baseline_elapsed
     print(
         f"  {what}: {count} in {elapsed:.2f}s = {rate:,.0f}/s (target {target:,.0f}/s: "
         f"{'met' if rate >= target else 'NOT met'})"
     )
-    print(f"  baseline: {count} in {baseline_elapsed:.2f}s = {base:,.0f}/s")
+    print(f"  baseline: {baseline_count or count} in {baseline_elapsed:.2f}s = {base:,.0f}/s")
     print(f"  ratio clarion/baseline = {rate / base:.3f}", flush=True)
