@@ -22,6 +22,7 @@ from clarion.core.registry import load_models
 from clarion.core.settings import Settings, get_settings
 from clarion.core.wakeup import Waker
 from clarion.delivery.fast_trigger_asgi import FastTriggerMiddleware
+from clarion.events.fast_ingest_asgi import FastEventsMiddleware
 from clarion.tracking.router import router as tracking_router
 
 
@@ -131,10 +132,11 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
 
     install_error_handlers(app)
     install_openapi(app)
-    # Middleware order, outermost first: conventions → rate limits → one-user trigger fast path
-    # (PostgreSQL) → idempotency → routes.
+    # Middleware order, outermost first: conventions → rate limits → the hot paths on PostgreSQL
+    # (events for known users, one-user triggers) → idempotency → routes.
     app.add_middleware(IdempotencyMiddleware, store=IdempotencyStore(db, settings))
     app.add_middleware(FastTriggerMiddleware, db=db, waker=waker, settings=settings)
+    app.add_middleware(FastEventsMiddleware, db=db)
     app.add_middleware(RateLimitMiddleware, settings=settings, storage=make_storage(settings))
     app.add_middleware(ConventionsMiddleware)
     return app

@@ -49,6 +49,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import array
 
+from clarion.api.fast_path import Compiled, KeyRow, key_cte
 from clarion.api.idempotency import RECORDS, plain_body
 from clarion.campaigns.models import CHANNELS, Campaign
 from clarion.campaigns.service import UNTRIGGERABLE_STATES
@@ -56,30 +57,15 @@ from clarion.core.clock import utcnow
 from clarion.core.db import Database, JSONDoc, UTCDateTime, json_dumps
 from clarion.core.ids import prefixed_ulid
 from clarion.delivery.trigger_schemas import CampaignTrigger
-from clarion.keys.models import ProjectApiKey
-from clarion.orgs.models import Project
 from clarion.subscriptions.eligibility import ineligibility_reason
 from clarion.users.models import User
 from clarion.webhooks.queries import ENDPOINTS
 
 CAMPAIGNS: Table = Campaign.__table__  # type: ignore[assignment]
 USERS: Table = User.__table__  # type: ignore[assignment]
-KEYS: Table = ProjectApiKey.__table__  # type: ignore[assignment]
-PROJECTS: Table = Project.__table__  # type: ignore[assignment]
 FAST_WEBHOOK_TYPES = ("message.queued", "message.skipped")
 TRIGGER_ROLES = ("editor", "publisher", "admin")  # the route's minimum role, and above
 SCOPE_PREFIX = "client:project:"  # the idempotency middleware's record scope for a project key
-
-
-@dataclass(frozen=True)
-class KeyRow:
-    """The bearer key as the look statement found it (``None`` there: unknown or revoked)."""
-
-    id: int
-    project_id: int
-    organization_id: int
-    scope: str
-    role: str
 
 
 @dataclass(frozen=True)
@@ -114,12 +100,7 @@ def _input(name: str) -> Any:
 
 
 def _look() -> Any:
-    key = (
-        select(KEYS.c.id, KEYS.c.project_id, KEYS.c.scope, KEYS.c.role, PROJECTS.c.organization_id)
-        .join(PROJECTS, PROJECTS.c.id == KEYS.c.project_id)
-        .where(KEYS.c.key_hash == _input("digest"), KEYS.c.revoked_at.is_(None))
-        .cte("key")
-    )
+    key = key_cte(_input("digest"))
     idempotency_key = _input("idempotency_key")
     claim = (
         postgresql.insert(RECORDS)
@@ -246,28 +227,6 @@ def fast_path_applies(body: CampaignTrigger) -> bool:
         and not user.model_extra
         and user.external_id == user.external_id.strip()
     )
-
-
-class Compiled:
-    """A statement compiled once for asyncpg: its SQL and the order of its parameters.
-
-    ``inputs`` given: the statement's placeholders are those inputs (``$1``… in that order) and
-    every other value is a constant of the expression builders, rendered into the SQL. Otherwise
-    the statement's named bind parameters are its inputs, numbered by the compiler."""
-
-    def __init__(self, statement: Any, inputs: list[str] | None = None) -> None:
-        from sqlalchemy.dialects.postgresql.asyncpg import dialect
-
-        if inputs is not None:
-            compiled = statement.compile(dialect=dialect(), compile_kwargs={"literal_binds": True})  # type: ignore[no-untyped-call]
-            self.names = inputs
-        else:
-            compiled = statement.compile(dialect=dialect())  # type: ignore[no-untyped-call]
-            self.names = list(compiled.positiontup or ())
-        self.sql: str = compiled.string
-
-    def args(self, values: dict[str, Any]) -> list[Any]:
-        return [values[name] for name in self.names]
 
 
 _STATEMENTS: dict[str, Compiled] = {}

@@ -18,9 +18,10 @@ from __future__ import annotations
 import re
 
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from clarion.api.auth import Principal, bearer_token
+from clarion.api.auth import bearer_token
+from clarion.api.fast_path import BufferedBody, leave_principal, read_head
 from clarion.api.idempotency import CLAIM_HANDOVER, MAX_KEY_LENGTH, fingerprint
 from clarion.core.db import Database
 from clarion.core.ids import hash_key
@@ -52,52 +53,24 @@ class FastTriggerMiddleware:
         if match is None or int(match[1]) > MAX_ID:
             await self.app(scope, receive, send)
             return
-        authorization = content_type = idempotency_key = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
-            elif name == b"content-type":
-                content_type = value.decode("latin-1")
-            elif name == b"idempotency-key":
-                idempotency_key = value.decode("latin-1")
-        token = bearer_token(None, authorization)
+        head = read_head(scope)
+        token = bearer_token(None, head.authorization)
+        idempotency_key = head.idempotency_key
         if (
             token is None
             or not token.startswith("sk_")
-            or content_type is None
-            or content_type.split(";", 1)[0].strip().lower() != "application/json"
+            or not head.is_json
             or (idempotency_key is not None and not (1 <= len(idempotency_key) <= MAX_KEY_LENGTH))
             or (idempotency_key is not None and not idempotency_key.strip())
         ):
             await self.app(scope, receive, send)
             return
-
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more and size <= MAX_BODY:
-            message = await receive()
-            if message["type"] != "http.request":
-                chunks.append(b"")
-                break
-            chunk = message.get("body", b"")
-            chunks.append(chunk)
-            size += len(chunk)
-            more = message.get("more_body", False)
-        replayed = iter(chunks)
-        complete = not more
-
-        async def replay() -> Message:
-            for chunk in replayed:
-                return {"type": "http.request", "body": chunk, "more_body": True}
-            if complete:
-                return {"type": "http.request", "body": b"", "more_body": False}
-            return await receive()
-
-        if not complete:
+        buffered = BufferedBody(receive)
+        body = await buffered.read(MAX_BODY)
+        replay = buffered.replay
+        if body is None:
             await self.app(scope, replay, send)
             return
-        body = b"".join(chunks)
         try:
             trigger = CampaignTrigger.model_validate_json(body)
         except ValidationError:
@@ -126,7 +99,7 @@ class FastTriggerMiddleware:
             claim=claim,
         )
         if isinstance(outcome, Handover):
-            self._hand_over(state, outcome, claim)
+            self._hand_over(state, outcome, claim, token)
             await self.app(scope, replay, send)
             return
         await send(
@@ -140,11 +113,7 @@ class FastTriggerMiddleware:
         await self.waker.notify(MESSAGES_TOPIC)
 
     @staticmethod
-    def _hand_over(state: dict[str, object], outcome: Handover, claim: Claim | None) -> None:
-        key = outcome.key
-        if key is None or key.scope != "secret":
-            state["principal"] = None  # an sk_ value that matches no live secret key
-            return
-        state["principal"] = Principal("project", key.id, key.organization_id, key.project_id, "secret", key.role)
-        if outcome.claimed and claim is not None:
-            state[CLAIM_HANDOVER] = (claim_scope(key), claim.key)
+    def _hand_over(state: dict[str, object], outcome: Handover, claim: Claim | None, token: str) -> None:
+        leave_principal(state, outcome.key, token)
+        if outcome.key is not None and state["principal"] is not None and outcome.claimed and claim is not None:
+            state[CLAIM_HANDOVER] = (claim_scope(outcome.key), claim.key)
