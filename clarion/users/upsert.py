@@ -31,12 +31,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    and_,
+    any_,
     bindparam,
     func,
+    literal_column,
     or_,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -174,15 +176,34 @@ _IDENTITY = (USERS.c.id, USERS.c.external_id, USERS.c.anonymous_id)
 
 @lru_cache(maxsize=8)
 def _probe_statement(external: bool, ids_only: bool, lock: bool) -> Select[Any]:
-    """``unnest(:keys)`` joined to the unique index, built once per variant (not per request)."""
+    """One probe of the unique index per key of ``unnest(:keys)``, built once per variant.
+
+    The probe is a ``LATERAL`` sub-select with ``LIMIT 1`` (the key is unique anyway), so the
+    planner cannot turn it into a join: with statistics that lag a fast-growing project it hashed
+    every user of the project for each request (13 ms at 20,000 users, growing with the project).
+    With ``lock`` the rows found are then read again by primary key and locked in id order, the
+    order every other locking read of users takes, so concurrent batches cannot deadlock.
+    """
     column = USERS.c.external_id if external else USERS.c.anonymous_id
+    columns = _IDENTITY if ids_only else (USERS,)
     keys = func.unnest(bindparam("keys", type_=ARRAY(String))).table_valued("v").render_derived(name="k")
-    stmt = (
-        select(*(_IDENTITY if ids_only else (USERS,)))
-        .select_from(keys.join(USERS, and_(USERS.c.project_id == bindparam("project_id"), column == keys.c.v)))
+    if not lock:
+        probe = (
+            select(*columns).where(USERS.c.project_id == bindparam("project_id"), column == keys.c.v).limit(1)
+        ).lateral("u")
+        return select(*probe.c).select_from(keys.join(probe, true())).order_by(probe.c.id)
+    found = (
+        select(USERS.c.id).where(USERS.c.project_id == bindparam("project_id"), column == keys.c.v).limit(1)
+    ).lateral("u")
+    ids = select(func.array_agg(found.c.id)).select_from(keys.join(found, true())).scalar_subquery()
+    # coalesce(…) makes it one array value (``= ANY(array)``: primary-key probes), not a row set.
+    array_of_ids = func.coalesce(ids, literal_column("'{}'::bigint[]"))
+    return (
+        select(*columns)
+        .where(USERS.c.id == any_(array_of_ids))  # ids the project-filtered probe found
         .order_by(USERS.c.id)
+        .with_for_update()
     )
-    return stmt.with_for_update(of=USERS) if lock else stmt
 
 
 async def _select(
