@@ -1,7 +1,8 @@
-"""What the hot-path ASGI middlewares share (`delivery/fast_trigger_asgi.py`,
-`events/fast_ingest_asgi.py`): reading the headers they need, buffering a bounded body and
-replaying it to the next layer when they hand a request over, and leaving the key they resolved
-on the request as :func:`clarion.api.auth.principal_for_request` would have cached it."""
+"""What the hot paths share (`delivery/fast_trigger*.py`, `events/fast_ingest*.py`): the bearer
+key lookup as a CTE of their statements, statements compiled once for the asyncpg driver, reading
+the headers they need, buffering a bounded body and replaying it to the next layer when they hand
+a request over, and leaving the key they resolved on the request as
+:func:`clarion.api.auth.principal_for_request` would have cached it."""
 
 from __future__ import annotations
 
