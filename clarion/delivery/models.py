@@ -21,9 +21,8 @@ class Trigger(ProjectOwned, IntPK, Timestamps, Base):
     __table_args__ = (UniqueConstraint("campaign_id", "idempotency_key"),)
 
     public_id: Mapped[str] = mapped_column(String(32), nullable=False, unique=True)  # trg_<ULID>
-    campaign_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False, index=True
-    )
+    # Looked up by the (campaign_id, idempotency_key) unique index, which also serves campaign_id.
+    campaign_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False)
     kind: Mapped[str] = mapped_column(String(10), nullable=False)  # audience | users | user | schedule
     state: Mapped[str] = mapped_column(String(14), nullable=False, default="pending")
     event: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
@@ -75,6 +74,9 @@ class MessageEvent(ProjectOwned, Base):
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    # ix_message_events_project_created leads with project_id, so the mixin's single-column index
+    # is not created (one index write fewer per appended event).
+    project_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False)
     public_id: Mapped[str] = mapped_column(String(32), nullable=False, unique=True)  # evt_<ULID>
     message_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False)
     campaign_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
