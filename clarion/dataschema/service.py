@@ -51,14 +51,6 @@ def collect_paths(
         into.setdefault((kind, event_name, path), data_type)
 
 
-def unrecorded_paths(
-    database: str, project_id: int, paths: Iterable[tuple[str, str, str]]
-) -> list[tuple[str, str, str]]:
-    """The paths this process has not registered (or seen registered) within the last minute."""
-    now_mono = time.monotonic()
-    return [key for key in paths if now_mono - _seen.get((database, project_id, *key), -_SEEN_TTL * 2) > _SEEN_TTL]
-
-
 def remember_paths(database: str, project_id: int, paths: Iterable[tuple[str, str, str]]) -> None:
     """Note paths registered elsewhere (the events fast path) so the next write skips them."""
     _remember((database, project_id, *key) for key in paths)
@@ -66,8 +58,9 @@ def remember_paths(database: str, project_id: int, paths: Iterable[tuple[str, st
 
 async def record_paths(session: AsyncSession, project_id: int, paths: dict[tuple[str, str, str], str]) -> None:
     """Register new paths in one statement; known ones keep their type and visibility."""
+    now_mono = time.monotonic()
     database = str(session.get_bind().engine.url)
-    fresh = unrecorded_paths(database, project_id, paths)
+    fresh = [key for key in paths if now_mono - _seen.get((database, project_id, *key), -_SEEN_TTL * 2) > _SEEN_TTL]
     if not fresh:
         return
     now = utcnow()

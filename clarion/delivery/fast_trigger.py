@@ -50,7 +50,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import array
 
 from clarion.api.fast_path import Compiled, KeyRow, key_cte
-from clarion.api.idempotency import RECORDS, plain_body
+from clarion.api.idempotency import RECORDS, IdempotencyStore, plain_body
 from clarion.campaigns.models import CHANNELS, Campaign
 from clarion.campaigns.service import UNTRIGGERABLE_STATES
 from clarion.core.clock import utcnow
@@ -258,8 +258,10 @@ async def fire_one_user(
     external_id: str,
     event: dict[str, Any],
     claim: Claim | None,
+    store: IdempotencyStore,
 ) -> bytes | Handover:
-    """The response body of a one-user trigger done here, or :class:`Handover`."""
+    """The response body of a one-user trigger done here, or :class:`Handover`. ``store``
+    releases the claim if the write fails (the client may then retry at once)."""
     now = utcnow()
     look = _statement("look")
     write = _statement("write")
@@ -344,19 +346,11 @@ async def fire_one_user(
             )
         except BaseException:
             if claimed and claim is not None:
-                await _release(db, claim_scope(key), claim.key)
+                await store.release(claim_scope(key), claim.key)
             raise
     if events != 1:
         return Handover(key, claimed)  # a trigger already exists under this key: the route describes it
     return response
-
-
-async def _release(db: Database, scope: str, key: str) -> None:
-    """Give up a claim still in progress (the write failed): the client may retry at once."""
-    async with db.transaction() as session:
-        await session.execute(
-            RECORDS.delete().where(RECORDS.c.scope == scope, RECORDS.c.key == key, RECORDS.c.state == "in_progress")
-        )
 
 
 def claim_scope(key: KeyRow) -> str:

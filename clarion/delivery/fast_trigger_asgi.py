@@ -22,18 +22,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clarion.api.auth import bearer_token
 from clarion.api.fast_path import BufferedBody, leave_principal, read_head
-from clarion.api.idempotency import CLAIM_HANDOVER, MAX_KEY_LENGTH, fingerprint
+from clarion.api.idempotency import CLAIM_HANDOVER, MAX_KEY_LENGTH, IdempotencyStore, fingerprint
 from clarion.core.db import Database
 from clarion.core.ids import hash_key
 from clarion.core.settings import Settings
 from clarion.core.wakeup import Waker
 from clarion.delivery.fast_trigger import Claim, Handover, claim_scope, fast_path_applies, fire_one_user
+from clarion.delivery.sender import MESSAGES_TOPIC
 from clarion.delivery.trigger_schemas import CampaignTrigger
 
 PATH = re.compile(r"/api/client/campaigns/([1-9][0-9]{0,18})/trigger")
 MAX_BODY = 64 * 1024  # larger bodies are not one-user triggers worth a fast path
 MAX_ID = 2**63 - 1
-MESSAGES_TOPIC = "messages"
 
 
 class FastTriggerMiddleware:
@@ -44,6 +44,7 @@ class FastTriggerMiddleware:
         self.enabled = db.is_postgres
         self.lock_seconds = float(settings.idempotency_lock_seconds)
         self.ttl_seconds = float(settings.idempotency_ttl_seconds)
+        self.store = IdempotencyStore(db, settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.enabled or scope["type"] != "http" or scope["method"] != "POST":
@@ -97,6 +98,7 @@ class FastTriggerMiddleware:
             external_id=trigger.user.external_id,
             event=trigger.event or {},
             claim=claim,
+            store=self.store,
         )
         if isinstance(outcome, Handover):
             self._hand_over(state, outcome, claim, token)

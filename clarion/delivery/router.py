@@ -12,11 +12,11 @@ from clarion.api.errors import not_found
 from clarion.campaigns.service import get_campaign
 from clarion.delivery.models import Message, MessageEvent, Trigger
 from clarion.delivery.schemas import MessageEventOut, MessageTimeline, TriggerProgress
+from clarion.delivery.sender import MESSAGES_TOPIC
 from clarion.delivery.trigger import create_trigger
 from clarion.delivery.trigger_schemas import CampaignTrigger, TriggerResponse
 
 router = APIRouter(tags=["delivery"])
-MESSAGES_TOPIC = "messages"
 
 
 @router.post("/campaigns/{campaignId}/trigger", response_model=TriggerResponse, operation_id="triggerCampaign")
