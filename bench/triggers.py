@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import gc
 import os
-import shutil
 import signal
 import tempfile
 import time
@@ -44,6 +43,7 @@ import aiohttp
 import asyncpg
 import orjson
 
+from bench import wrk
 from bench.cpu_split import _children, _cpu, _pg_backends
 from bench.harness import Env, environment
 
@@ -55,7 +55,7 @@ INFLIGHT = int(os.environ.get("BENCH_TRIGGERS_INFLIGHT", "32"))
 USERS = int(os.environ.get("BENCH_TRIGGERS_USERS", "2000"))
 WORKER = os.environ.get("BENCH_TRIGGERS_WORKER", "during")
 # The closed loop runs under wrk when it is installed (BENCH_TRIGGERS_WRK=0 forces aiohttp).
-WRK = os.environ.get("BENCH_TRIGGERS_WRK", "1") != "0" and shutil.which("wrk") is not None
+WRK = os.environ.get("BENCH_TRIGGERS_WRK", "1") != "0" and wrk.available()
 WRK_SECONDS = float(os.environ.get("BENCH_TRIGGERS_WRK_SECONDS", "10"))
 POOL = int(os.environ.get("BENCH_TRIGGERS_POOL", "4"))  # per uvicorn worker, no overflow
 WARM_UP = 640  # at the largest concurrency of any phase, so every pool is at its working size
@@ -211,34 +211,11 @@ async def wrk_closed_loop(
 ) -> Stats:
     """The closed loop driven by wrk (one thread, ``clients`` connections, ``seconds`` long): a
     load generator in C costs the two cores a few µs per request instead of aiohttp's ~0.5 ms."""
-    script = Path(tempfile.mkdtemp()) / "load.lua"
-    script.write_text(
-        WRK_SCRIPT % {"key": key, "trigger": "true" if trigger else "false", "prefix": prefix, "users": USERS}
-    )
+    script = WRK_SCRIPT % {"key": key, "trigger": "true" if trigger else "false", "prefix": prefix, "users": USERS}
     meter = CpuMeter(env)
     meter.start()
-    start = time.perf_counter()
-    process = await asyncio.create_subprocess_exec(
-        "wrk",
-        "-t1",
-        f"-c{clients}",
-        f"-d{seconds:g}s",
-        "-s",
-        str(script),
-        url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await process.communicate()
-    stats.elapsed = time.perf_counter() - start
+    requests, p50, p99, worst = await wrk.run(script, url, seconds=seconds, clients=clients)
     stats.app_cpu, stats.pg_cpu = await meter.stop()
-    text = output.decode()
-    result = next((line.split()[1:] for line in text.splitlines() if line.startswith("RESULT")), None)
-    if result is None:
-        raise RuntimeError(f"wrk: {text}")
-    requests, bad_status, socket_errors, p50, p99, worst = (int(v) for v in result)
-    if bad_status or socket_errors:
-        raise RuntimeError(f"wrk: {bad_status} non-2xx responses, {socket_errors} socket errors\n{text}")
     stats.elapsed = seconds  # wrk's own window; the start-up of the process is not load
     stats.reported_count = requests
     stats.reported_ms = {0.50: p50 / 1000, 0.99: p99 / 1000}

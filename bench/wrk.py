@@ -37,8 +37,8 @@ end
 
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("RESULT %%d %%d %%d %%d %%d\\n", summary.requests, summary.duration, e.status,
-    e.connect + e.read + e.write + e.timeout, latency:percentile(99)))
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d\\n", summary.requests, e.status,
+    e.connect + e.read + e.write + e.timeout, summary.duration, latency:percentile(99)))
 end
 """
 
@@ -76,16 +76,25 @@ async def sustained(
     folder = Path(tempfile.mkdtemp())
     bodies = folder / "bodies.jsonl"
     bodies.write_bytes(b"\n".join(orjson.dumps(b) for b in batches) + b"\n")
-    script = folder / "load.lua"
-    script.write_text(SCRIPT % {"bodies": bodies, "key": env.secret_key, "method": method, "path": path})
+    script = SCRIPT % {"bodies": bodies, "key": env.secret_key, "method": method, "path": path}
+    requests, duration_us, p99_us = await run(script, env.base_url, seconds=seconds, clients=clients)
+    return Sustained(requests, duration_us / 1e6, len(batches[0]), len(batches), p99_us / 1000)
+
+
+async def run(script: str, url: str, *, seconds: float, clients: int) -> list[int]:
+    """Run wrk (one thread) with a Lua ``script`` whose ``done`` writes ``RESULT requests
+    non-2xx socket-errors …``; every response must have been 2xx. Returns ``requests`` and the
+    script's further figures."""
+    path = Path(tempfile.mkdtemp()) / "load.lua"
+    path.write_text(script)
     process = await asyncio.create_subprocess_exec(
         "wrk",
         "-t1",
         f"-c{clients}",
         f"-d{seconds:g}s",
         "-s",
-        str(script),
-        env.base_url,
+        str(path),
+        url,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -94,7 +103,7 @@ async def sustained(
     result = next((line.split()[1:] for line in text.splitlines() if line.startswith("RESULT")), None)
     if result is None:
         raise RuntimeError(f"wrk: {text}")
-    requests, duration_us, bad_status, socket_errors, p99_us = (int(v) for v in result)
+    requests, bad_status, socket_errors, *rest = (int(v) for v in result)
     if bad_status or socket_errors:
         raise RuntimeError(f"wrk: {bad_status} non-2xx responses, {socket_errors} socket errors\n{text}")
-    return Sustained(requests, duration_us / 1e6, len(batches[0]), len(batches), p99_us / 1000)
+    return [requests, *rest]
