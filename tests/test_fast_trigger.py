@@ -17,17 +17,12 @@ from clarion.campaigns.models import Campaign
 from clarion.core.db import Database
 from clarion.delivery.models import Message
 from tests.conftest import Tenant, assert_problem, new_tenant
-from tests.test_trigger_flow import Ready, drain, make_campaign
+from tests.test_trigger_flow import Ready, drain, make_campaign, scheduled_campaign
 
 
 @pytest_asyncio.fixture
 async def ready(client: httpx.AsyncClient, tenant: Tenant) -> Ready:
-    r = await make_campaign(client, tenant)
-    scheduled = await client.patch(
-        f"/api/client/campaigns/{r.campaign_id}", json={"state": "scheduled"}, headers=tenant.sk
-    )
-    assert scheduled.status_code == 200, scheduled.text
-    return r
+    return await scheduled_campaign(client, tenant)
 
 
 TRIGGER = {"user": {"external_id": "f1"}, "event": {"product": "Fast"}}

@@ -70,14 +70,19 @@ async def make_campaign(client: httpx.AsyncClient, tenant: Tenant, *, type_: str
     return Ready(campaign_id, provider_id, subscription_id)
 
 
-@pytest_asyncio.fixture
-async def ready(client: httpx.AsyncClient, tenant: Tenant) -> Ready:
+async def scheduled_campaign(client: httpx.AsyncClient, tenant: Tenant) -> Ready:
+    """A trigger campaign with its template, moved to ``scheduled`` (ready to be triggered)."""
     r = await make_campaign(client, tenant)
     scheduled = await client.patch(
         f"/api/client/campaigns/{r.campaign_id}", json={"state": "scheduled"}, headers=tenant.sk
     )
     assert scheduled.status_code == 200, scheduled.text
     return r
+
+
+@pytest_asyncio.fixture
+async def ready(client: httpx.AsyncClient, tenant: Tenant) -> Ready:
+    return await scheduled_campaign(client, tenant)
 
 
 async def drain(db: Database) -> None:

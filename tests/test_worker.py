@@ -4,6 +4,8 @@ one scheduler leads at a time."""
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +20,8 @@ from clarion.core.wakeup import Waker
 from clarion.worker.jobs import JOB_HANDLERS, JobContext, JobSource, enqueue_job, job_handler
 from clarion.worker.runner import Worker
 from clarion.worker.scheduler import PeriodicDuty, Scheduler, default_duties
+
+REDIS_URL = os.environ.get("CLARION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 RAN: list[tuple[int, dict[str, Any]]] = []
 
@@ -174,3 +178,59 @@ async def test_scheduler_purges_expired_idempotency_keys(db: Database) -> None:
             (await session.execute(select(IdempotencyRecord.key).where(IdempotencyRecord.scope == "t"))).scalars()
         )
     assert keys == {"new"}
+
+
+async def test_wake_up_publishes_fold_but_every_notify_is_followed_by_one() -> None:
+    """A burst of notifies costs one Redis publish; a notify while that publish is in flight (it
+    may predate the notifier's commit) gets one more after it."""
+    from redis.asyncio import Redis
+
+    namespace = f"test-{secrets.token_hex(4)}"
+    listener = Redis.from_url(REDIS_URL)
+    pubsub = listener.pubsub()
+    await pubsub.subscribe(f"{namespace}:wake:messages")
+    waker = Waker(REDIS_URL, namespace)
+    try:
+        for _ in range(20):  # none of these yields: one publish covers them all
+            await waker.notify("messages")
+        await waker.flush()
+        await waker.notify("messages")
+        await asyncio.sleep(0)  # that publish is now in flight
+        await waker.notify("messages")
+        await waker.flush()
+        received = 0
+        deadline = asyncio.get_running_loop().time() + 5
+        while asyncio.get_running_loop().time() < deadline:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            if message is not None:
+                received += 1
+            elif received >= 3:
+                break
+        assert received == 3
+    finally:
+        await waker.close()
+        await pubsub.aclose()
+        await listener.aclose()
+
+
+async def test_a_pass_that_found_little_lingers_before_the_next() -> None:
+    calls: list[float] = []
+
+    class Trickle:
+        topic = "trickle"
+        linger_below = 5
+        linger_seconds = 0.2
+
+        async def run_once(self) -> int:
+            calls.append(asyncio.get_running_loop().time())
+            return [1, 10, 0][min(len(calls) - 1, 2)]
+
+    worker = Worker([Trickle()], Waker(), poll_interval=5)
+    await worker.start()
+    try:
+        while len(calls) < 3:
+            await asyncio.sleep(0.01)
+    finally:
+        await worker.stop()
+    assert calls[1] - calls[0] >= 0.2  # 1 handled, below linger_below: waited
+    assert calls[2] - calls[1] < 0.1  # a full pass: straight on
