@@ -4,6 +4,7 @@ they are folded."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from sqlalchemy import func, select
 from clarion.api.idempotency import RECORDS
 from clarion.campaigns.counters import DELTAS, fold_counter_deltas
 from clarion.campaigns.models import Campaign
+from clarion.core.clock import utcnow
 from clarion.core.db import Database
 from clarion.delivery.models import Message
 from tests.conftest import Tenant, assert_problem, new_tenant
@@ -85,11 +87,97 @@ async def test_a_known_user_is_answered_before_the_route(
     assert [c["to"] for c in captured] == ["f1@example.com"]
 
 
-async def test_handed_over_requests_keep_their_claim_and_their_errors(
+async def _messages(db: Database, campaign_id: int) -> int:
+    async with db.transaction() as session:
+        count = await session.execute(
+            select(func.count()).select_from(Message).where(Message.campaign_id == campaign_id)
+        )
+        return int(count.scalar_one())
+
+
+async def test_a_key_someone_else_holds_writes_nothing(
+    client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path's completed idempotency record is a plain INSERT: when the key is held
+    (by another campaign's trigger, or by a request still running), the statement fails as a
+    whole, so no trigger or message of it remains, and the general path gives the answer."""
+    if not db.is_postgres:
+        pytest.skip("the fast path is PostgreSQL's")
+    await _known_user(client, tenant)
+    second = await scheduled_campaign(client, tenant)
+    url = f"/api/client/campaigns/{ready.campaign_id}/trigger"
+    first = await client.post(url, json=TRIGGER, headers={**tenant.sk, "Idempotency-Key": "held-1"})
+    assert first.status_code == 200, first.text
+    _refuse_general_path(monkeypatch)
+    other_url = f"/api/client/campaigns/{second.campaign_id}/trigger"
+    assert_problem(
+        await client.post(other_url, json=TRIGGER, headers={**tenant.sk, "Idempotency-Key": "held-1"}),
+        409,
+        "idempotency_key_mismatch",
+    )
+    assert await _messages(db, second.campaign_id) == 0
+    # A record still in progress (another request is running under the key).
+    async with db.transaction() as session:
+        await session.execute(
+            RECORDS.update()
+            .where(RECORDS.c.key == "held-1")
+            .values(state="in_progress", locked_until=utcnow() + timedelta(minutes=1))
+        )
+    response = await client.post(url, json=TRIGGER, headers={**tenant.sk, "Idempotency-Key": "held-1"})
+    assert_problem(response, 409, "idempotency_in_progress")
+    assert await _messages(db, ready.campaign_id) == 1
+    await drain(db)
+
+
+async def test_a_trigger_recorded_under_the_key_is_not_repeated(
+    client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database
+) -> None:
+    """The idempotency record is gone (expired) but the trigger it created is not: the fast path
+    writes nothing and the route answers with that trigger."""
+    if not db.is_postgres:
+        pytest.skip("the fast path is PostgreSQL's")
+    await _known_user(client, tenant)
+    url = f"/api/client/campaigns/{ready.campaign_id}/trigger"
+    first = await client.post(url, json=TRIGGER, headers={**tenant.sk, "Idempotency-Key": "gone-1"})
+    assert first.status_code == 200, first.text
+    async with db.transaction() as session:
+        await session.execute(RECORDS.delete().where(RECORDS.c.key == "gone-1"))
+    again = await client.post(url, json=TRIGGER, headers={**tenant.sk, "Idempotency-Key": "gone-1"})
+    assert again.status_code == 200, again.text
+    assert again.json()["trigger_id"] == first.json()["trigger_id"]
+    assert await _messages(db, ready.campaign_id) == 1
+    await drain(db)
+
+
+async def test_an_ineligible_user_is_skipped_on_the_fast_path(
+    client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not db.is_postgres:
+        pytest.skip("the fast path is PostgreSQL's")
+    created = await client.post("/api/client/users/batch", json=[{"external_id": "nomail-f"}], headers=tenant.sk)
+    assert created.status_code == 200, created.text
+    _refuse_general_path(monkeypatch)
+    url = f"/api/client/campaigns/{ready.campaign_id}/trigger"
+    headers = {**tenant.sk, "Idempotency-Key": "skip-1"}
+    body = {"user": {"external_id": "nomail-f"}, "event": {"a": 1}}
+    first = await client.post(url, json=body, headers=headers)
+    assert first.status_code == 200, first.text
+    answer = first.json()
+    assert answer["success"] is True and answer["recipients"] == 1 and answer["campaign_id"] == ready.campaign_id
+    [message] = answer["messages"]
+    assert (message["state"], message["skip_reason"], message["external_id"]) == ("skipped", "no_address", "nomail-f")
+    replay = await client.post(url, json=body, headers=headers)
+    assert replay.headers["idempotent-replayed"] == "true" and replay.content == first.content
+    timeline = await client.get(f"/api/client/messages/{message['message_id']}", headers=tenant.sk)
+    assert timeline.status_code == 200, timeline.text
+    assert [e["type"] for e in timeline.json()["events"]] == ["skipped"]
+
+
+async def test_handed_over_requests_get_the_general_paths_answers(
     client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database
 ) -> None:
     url = f"/api/client/campaigns/{ready.campaign_id}/trigger"
-    # An unknown user goes down the general path under the claim the fast path made.
+    # An unknown user goes down the general path, which claims the key itself.
     unknown = {"user": {"external_id": "brand-new"}, "event": {"product": "Fast"}}
     created = await client.post(url, json=unknown, headers={**tenant.sk, "Idempotency-Key": "hand-1"})
     assert created.status_code == 200, created.text

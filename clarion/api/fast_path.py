@@ -61,6 +61,13 @@ class Compiled:
             self.names = list(compiled.positiontup or ())
         self.sql: str = compiled.string
 
+    @classmethod
+    def from_sql(cls, sql: str, inputs: list[str]) -> Compiled:
+        """A statement already written for asyncpg, whose ``$1``… are ``inputs`` in order."""
+        compiled = cls.__new__(cls)
+        compiled.sql, compiled.names = sql, inputs
+        return compiled
+
     def args(self, values: dict[str, Any]) -> list[Any]:
         return [values[name] for name in self.names]
 

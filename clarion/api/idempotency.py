@@ -9,11 +9,11 @@ kept for the TTL (24 h); 5xx and 429 are not, so the client may retry. A record 
 died stays locked for ``idempotency_lock_seconds`` and may then be taken over.
 
 On PostgreSQL the claim is first tried as one autocommit ``INSERT … ON CONFLICT DO NOTHING``
-(the common case, a fresh key, costs a single round trip). An earlier layer may claim the key and
-complete it inside its own write (the one-user trigger fast path,
-:mod:`clarion.delivery.fast_trigger`), or claim it and hand the claim over (``CLAIM_HANDOVER``):
-the route then runs under that claim. Bodies such a layer stores hold nothing secret and are kept
-unencrypted, marked by a leading NUL byte (a Fernet token never starts with one).
+(the common case, a fresh key, costs a single round trip). An earlier layer may instead insert
+the key's record already completed inside its own write (the one-user trigger fast path,
+:mod:`clarion.delivery.fast_trigger`; a plain INSERT, so it fails if anyone holds the key).
+Bodies such a layer stores hold nothing secret and are kept unencrypted, marked by a leading NUL
+byte (a Fernet token never starts with one).
 """
 
 from __future__ import annotations
@@ -42,14 +42,6 @@ MAX_KEY_LENGTH = 255
 MAX_STORED_BODY = 4 * 1024 * 1024
 PLAIN_MARK = b"\x00"  # stored body kept in clear: it holds nothing secret
 RECORDS: Table = IdempotencyRecord.__table__  # type: ignore[assignment]
-# Request-state entry naming a claim an earlier layer already made for this very request
-# (``(record scope, key)``), e.g. the one-user trigger fast path before it handed over.
-CLAIM_HANDOVER = "idempotency_claim"
-
-
-def plain_body(body: bytes) -> bytes:
-    """The stored form of a response body that holds nothing secret."""
-    return PLAIN_MARK + body
 
 
 @dataclass
@@ -223,10 +215,7 @@ class IdempotencyMiddleware:
         surface = "admin" if scope["path"].startswith("/api/admin/") else "client"
         record_scope = f"{surface}:{principal.rate_key}"
         digest = fingerprint(scope["method"], scope["path"], scope.get("query_string", b""), body)
-        if scope.get("state", {}).get(CLAIM_HANDOVER) == (record_scope, key):
-            claim = Claim("execute")  # an earlier layer claimed this key for this request
-        else:
-            claim = await self.store.claim(record_scope, key, digest)
+        claim = await self.store.claim(record_scope, key, digest)
 
         if claim.outcome == "mismatch":
             response = problem_response(

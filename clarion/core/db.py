@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import greenlet_spawn
 
 from clarion.core.settings import Settings
 
@@ -199,17 +200,20 @@ class Database:
     async def driver_connection(self) -> AsyncIterator[Any]:
         """The pool's asyncpg connection itself (PostgreSQL only), for hot-path statements that
         are compiled once with SQLAlchemy and run by the driver: no transaction is opened, so
-        each statement autocommits. A connection the driver found closed is dropped from the
-        pool rather than handed to the next caller."""
-        async with self.engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            driver = raw.driver_connection
+        each statement autocommits. Checked out of the engine's pool directly (the pool's events
+        run as for any checkout; no engine ``Connection`` is built around it). A connection the
+        driver found closed is dropped from the pool rather than handed to the next caller."""
+        fairy = await greenlet_spawn(self.engine.sync_engine.pool.connect)
+        try:
+            driver = fairy.driver_connection
             try:
                 yield driver
             except BaseException:
                 if driver is None or driver.is_closed():
-                    raw.invalidate()
+                    fairy.invalidate()
                 raise
+        finally:
+            await greenlet_spawn(fairy.close)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

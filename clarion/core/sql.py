@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import CursorResult, Table
+from sqlalchemy import ColumnElement, CursorResult, Table, any_, literal
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
 def dialect_name(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
+
+
+def among(session: AsyncSession, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
+    """``column IN (values)``. On PostgreSQL one array parameter (``= ANY``), so the statement's
+    text does not change with the number of values and stays prepared on the server."""
+    if dialect_name(session) == "postgresql":
+        return column == any_(literal(list(values), type_=postgresql.ARRAY(column.type)))  # type: ignore[no-any-return]
+    return column.in_(list(values))  # type: ignore[no-any-return]
 
 
 def insert_for(session: AsyncSession, table: Table | Any) -> Any:

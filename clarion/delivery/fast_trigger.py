@@ -1,25 +1,25 @@
-"""One-user triggers on PostgreSQL in two statements (the hot path of transactional sending).
+"""One-user triggers on PostgreSQL in one statement (the hot path of transactional sending).
 
 `{"user": {"external_id": …}, "event": …}` for a known user, with a secret key: the request's
-whole database work is two autocommit statements on one pooled connection.
+whole database work is one autocommit statement on one pooled connection, so it is atomic.
 
-1. **Look** — resolves the bearer key (by its SHA-256, revoked keys never match, exactly as
-   :func:`clarion.api.auth.resolve_principal`), claims the `Idempotency-Key` for that key as the
-   idempotency middleware would (``INSERT … ON CONFLICT DO NOTHING``, state ``in_progress``), and
-   reads the campaign's state, the user, the user's eligibility on the campaign's channel
-   (:func:`clarion.subscriptions.eligibility.ineligibility_reason`, the expression every sender
-   uses) and whether a webhook endpoint listens for the message's first event.
-2. **Write** — one data-modifying statement inserts the trigger, the message and its message
-   event, appends the campaign's counter delta (:mod:`clarion.campaigns.counters`: no lock on
-   the campaign row, so concurrent triggers do not queue) and stores the response as the
-   claimed key's completion. One statement, so it is atomic.
+- **Look** — resolves the bearer key (by its SHA-256, revoked keys never match, exactly as
+  :func:`clarion.api.auth.resolve_principal`) and reads the campaign's state, the user, the
+  user's eligibility on the campaign's channel
+  (:func:`clarion.subscriptions.eligibility.ineligibility_reason`, the expression every sender
+  uses) and whether a webhook endpoint listens for the message's first event.
+- **Write**, only if the look allows it — inserts the trigger, the message and its message
+  event, appends the campaign's counter delta (:mod:`clarion.campaigns.counters`: no lock on
+  the campaign row, so concurrent triggers do not queue), builds the response and stores it as
+  the `Idempotency-Key`'s completed record (a plain ``INSERT``: if any other request holds the
+  key, the whole statement fails and nothing of it remains).
 
-Anything else — another key kind or role, a key claimed by an earlier request, an unknown
-campaign or user, a state that refuses triggers, a subscribed webhook endpoint, a trigger already
-recorded under this key — answers :class:`Handover` and the request continues down the general
-path (the idempotency middleware and the route), which produces the errors, the fan-out and the
-replays. Both statements are built with SQLAlchemy once per process, compiled for asyncpg, and
-run on the pool's driver connection: the per-request cost is the driver's alone.
+Anything else — another key kind or role, an unknown campaign or user, a state that refuses
+triggers, a subscribed webhook endpoint, a key another request holds, a trigger already recorded
+under this key — answers :class:`Handover` having written nothing, and the request continues
+down the general path (the idempotency middleware and the route), which produces the errors,
+the fan-out and the replays. The statement is built with SQLAlchemy once per process, compiled
+for asyncpg, and run on the pool's driver connection: the per-request cost is the driver's alone.
 """
 
 from __future__ import annotations
@@ -28,29 +28,24 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import orjson
+from asyncpg.exceptions import UniqueViolationError
 from sqlalchemy import (
-    LargeBinary,
     String,
     Table,
     and_,
-    any_,
-    bindparam,
     case,
-    cast,
     exists,
+    false,
     func,
-    literal,
     literal_column,
     null,
     select,
-    text,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import array
 
 from clarion.api.fast_path import Compiled, KeyRow, key_cte
-from clarion.api.idempotency import RECORDS, IdempotencyStore, plain_body
+from clarion.api.idempotency import PLAIN_MARK
 from clarion.campaigns.models import CHANNELS, Campaign
 from clarion.campaigns.service import UNTRIGGERABLE_STATES
 from clarion.core.clock import utcnow
@@ -70,60 +65,47 @@ SCOPE_PREFIX = "client:project:"  # the idempotency middleware's record scope fo
 
 @dataclass(frozen=True)
 class Handover:
-    """The general path must answer. ``key`` is what the look statement found (so the caller
-    need not resolve it again); ``claimed`` tells whether this request now holds the
-    idempotency claim."""
+    """The general path must answer; nothing was written. ``key`` is what the statement found
+    for the bearer value (``None``: no such key), so the caller need not resolve it again;
+    ``resolved`` is false when the statement did not finish and found nothing."""
 
     key: KeyRow | None
-    claimed: bool
+    resolved: bool = True
 
 
-# The look statement's inputs, in positional order, with their SQL types. Everything else in it
-# (channel names, reasons, states) is a constant rendered into the SQL once.
-LOOK_INPUTS: dict[str, tuple[str, Any]] = {
+# The statement's inputs, in positional order, with their SQL types. Everything else in it
+# (channel names, reasons, states, roles) is a constant rendered into the SQL once.
+INPUTS: dict[str, tuple[str, Any]] = {
     "digest": ("varchar", String),
     "campaign_id": ("bigint", postgresql.BIGINT),
     "external_id": ("varchar", String),
     "idempotency_key": ("varchar", String),
     "fingerprint": ("varchar", String),
-    "locked_until": ("timestamptz", UTCDateTime),
+    "request_id": ("varchar", String),
     "now": ("timestamptz", UTCDateTime),
     "expires_at": ("timestamptz", UTCDateTime),
+    "trigger_public_id": ("varchar", String),
+    "message_public_id": ("varchar", String),
+    "event_public_id": ("varchar", String),
+    "event": ("jsonb", JSONDoc),
+    "context": ("jsonb", JSONDoc),
 }
 
 
-def _input(name: str) -> Any:
-    """The placeholder of one look input (``$n::type``)."""
-    position = list(LOOK_INPUTS).index(name) + 1
-    sql_type, type_ = LOOK_INPUTS[name]
-    return literal_column(f"${position}::{sql_type}", type_=type_)
+def _input(name: str) -> str:
+    """The placeholder of one input (``$n::type``)."""
+    return f"${list(INPUTS).index(name) + 1}::{INPUTS[name][0]}"
+
+
+def _input_column(name: str) -> Any:
+    return literal_column(_input(name), type_=INPUTS[name][1])
 
 
 def _look() -> Any:
-    key = key_cte(_input("digest"))
-    idempotency_key = _input("idempotency_key")
-    claim = (
-        postgresql.insert(RECORDS)
-        .from_select(
-            ["scope", "key", "fingerprint", "state", "locked_until", "created_at", "expires_at"],
-            select(
-                literal(SCOPE_PREFIX) + cast(key.c.id, String),
-                idempotency_key,
-                _input("fingerprint"),
-                literal("in_progress"),
-                _input("locked_until"),
-                _input("now"),
-                _input("expires_at"),
-            ).where(
-                key.c.scope == "secret",
-                key.c.role == any_(array(list(TRIGGER_ROLES))),
-                idempotency_key.is_not(None),
-            ),
-        )
-        .on_conflict_do_nothing()
-        .returning(RECORDS.c.scope)
-        .cte("claim")
-    )
+    """Key, campaign, user, the user's eligibility, and whether this request may be answered
+    here (``ok``): a secret key that may trigger, a campaign in a state that takes triggers,
+    a known user, and no webhook endpoint listening for the message's first event."""
+    key = key_cte(_input_column("digest"))
     reason = case(
         *[
             (
@@ -133,11 +115,19 @@ def _look() -> Any:
             for channel in CHANNELS
         ],
         else_=null(),
-    )
+    ).label("reason")
     hooked = exists().where(
         ENDPOINTS.c.project_id == CAMPAIGNS.c.project_id,
         ENDPOINTS.c.status == "active",
         ENDPOINTS.c.event_types.op("?|")(array(list(FAST_WEBHOOK_TYPES))),
+    )
+    ok = and_(
+        key.c.scope == "secret",
+        key.c.role.in_(TRIGGER_ROLES),
+        CAMPAIGNS.c.state.not_in(sorted(UNTRIGGERABLE_STATES)),
+        CAMPAIGNS.c.archived_at.is_(None),
+        USERS.c.id.is_not(None),
+        ~hooked,
     )
     return select(
         key.c.id,
@@ -145,74 +135,78 @@ def _look() -> Any:
         key.c.organization_id,
         key.c.scope,
         key.c.role,
-        select(func.count()).select_from(claim).scalar_subquery().label("claimed"),
-        CAMPAIGNS.c.state,
-        CAMPAIGNS.c.archived_at,
         CAMPAIGNS.c.channel,
         USERS.c.id.label("user_id"),
-        reason.label("reason"),
-        hooked.label("hooked"),
+        reason,
+        func.coalesce(ok, false()).label("ok"),
     ).select_from(
         key.outerjoin(
-            CAMPAIGNS, and_(CAMPAIGNS.c.id == _input("campaign_id"), CAMPAIGNS.c.project_id == key.c.project_id)
-        ).outerjoin(USERS, and_(USERS.c.project_id == key.c.project_id, USERS.c.external_id == _input("external_id")))
+            CAMPAIGNS, and_(CAMPAIGNS.c.id == _input_column("campaign_id"), CAMPAIGNS.c.project_id == key.c.project_id)
+        ).outerjoin(
+            USERS, and_(USERS.c.project_id == key.c.project_id, USERS.c.external_id == _input_column("external_id"))
+        )
     )
 
 
-def _write() -> Any:
-    return text(
-        """
-        WITH t AS (
-            INSERT INTO triggers (public_id, project_id, campaign_id, kind, state, event, idempotency_key,
-                                  recipients, skipped, materialised_at, created_at, updated_at)
-            VALUES (:trigger_public_id, :project_id, :campaign_id, 'user', 'ready', :event, :idempotency_key,
-                    1, :skipped, :now, :now, :now)
-            ON CONFLICT (campaign_id, idempotency_key) DO NOTHING
-            RETURNING id
-        ), m AS (
-            INSERT INTO messages (public_id, project_id, campaign_id, trigger_id, user_id, channel, state,
-                                  skip_reason, due_at, attempts, context, created_at, updated_at)
-            SELECT :message_public_id, :project_id, :campaign_id, t.id, :user_id, :channel, :state,
-                   :skip_reason, :now, 0, :context, :now, :now
-            FROM t
-            RETURNING id
-        ), e AS (
-            INSERT INTO message_events (public_id, project_id, message_id, campaign_id, type, data, created_at)
-            SELECT :event_public_id, :project_id, m.id, :campaign_id, :state, :event_data, :now
-            FROM m
-            RETURNING id
-        ), c AS (
-            INSERT INTO campaign_counter_deltas (campaign_id, total, skipped)
-            SELECT :campaign_id, 1, :skipped FROM m
-        ), i AS (
-            UPDATE idempotency_keys
-            SET state = 'completed', status_code = 200, content_type = 'application/json',
-                body = :stored_body, request_id = :request_id
-            WHERE scope = :idempotency_scope AND key = :idempotency_key AND state = 'in_progress'
-              AND EXISTS (SELECT FROM m)
-            RETURNING 1
-        )
-        SELECT (SELECT count(*) FROM e) AS events
-        """
-    ).bindparams(
-        bindparam("project_id", type_=postgresql.BIGINT),
-        bindparam("campaign_id", type_=postgresql.BIGINT),
-        bindparam("user_id", type_=postgresql.BIGINT),
-        bindparam("skipped", type_=postgresql.INTEGER),
-        bindparam("event", type_=JSONDoc),
-        bindparam("context", type_=JSONDoc),
-        bindparam("event_data", type_=JSONDoc),
-        bindparam("now", type_=UTCDateTime),
-        bindparam("stored_body", type_=LargeBinary),
-        bindparam("idempotency_key", type_=String),
-        bindparam("idempotency_scope", type_=String),
-        bindparam("request_id", type_=String),
-        bindparam("skip_reason", type_=String),
-        bindparam("trigger_public_id", type_=String),
-        bindparam("message_public_id", type_=String),
-        bindparam("event_public_id", type_=String),
-        bindparam("channel", type_=String),
-        bindparam("state", type_=String),
+# Everything the request writes, each step fed by the one before, so a refused look writes
+# nothing and a trigger already recorded under this key (its idempotency record expired)
+# stops at the first step. The idempotency record is inserted completed, with the response
+# built here; a plain INSERT, so a key another request holds fails the whole statement.
+_WRITE = """
+WITH look AS ({look}),
+t AS (
+    INSERT INTO triggers (public_id, project_id, campaign_id, kind, state, event, idempotency_key,
+                          recipients, skipped, materialised_at, created_at, updated_at)
+    SELECT {trigger_public_id}, look.project_id, {campaign_id}, 'user', 'ready', {event}, {idempotency_key},
+           1, (look.reason IS NOT NULL)::int, {now}, {now}, {now}
+    FROM look WHERE look.ok
+    ON CONFLICT (campaign_id, idempotency_key) DO NOTHING
+    RETURNING id
+), m AS (
+    INSERT INTO messages (public_id, project_id, campaign_id, trigger_id, user_id, channel, state,
+                          skip_reason, due_at, attempts, context, created_at, updated_at)
+    SELECT {message_public_id}, look.project_id, {campaign_id}, t.id, look.user_id, look.channel,
+           {message_state}, look.reason, {now}, 0, {context}, {now}, {now}
+    FROM t, look
+    RETURNING id
+), e AS (
+    INSERT INTO message_events (public_id, project_id, message_id, campaign_id, type, data, created_at)
+    SELECT {event_public_id}, look.project_id, m.id, {campaign_id}, {message_state},
+           CASE WHEN look.reason IS NOT NULL THEN jsonb_build_object('reason', look.reason) END, {now}
+    FROM m, look
+), c AS (
+    INSERT INTO campaign_counter_deltas (campaign_id, total, skipped)
+    SELECT {campaign_id}, 1, (look.reason IS NOT NULL)::int FROM m, look
+), answer AS (
+    SELECT json_build_object(
+        'success', true, 'trigger_id', {trigger_public_id}, 'campaign_id', {campaign_id}, 'recipients', 1,
+        'messages', json_build_array(json_build_object(
+            'message_id', {message_public_id}, 'user_id', look.user_id, 'external_id', {external_id},
+            'state', {message_state}, 'skip_reason', look.reason
+        ))
+    )::text AS body
+    FROM m, look
+), i AS (
+    INSERT INTO idempotency_keys (scope, key, fingerprint, state, status_code, content_type, body,
+                                  request_id, locked_until, created_at, expires_at)
+    SELECT '{scope_prefix}' || look.id, {idempotency_key}, {fingerprint}, 'completed', 200,
+           'application/json', {plain_mark} || convert_to(answer.body, 'UTF8'), {request_id},
+           {now}, {now}, {expires_at}
+    FROM answer, look
+    WHERE {idempotency_key} IS NOT NULL
+)
+SELECT look.id, look.project_id, look.organization_id, look.scope, look.role, (SELECT body FROM answer) AS body
+FROM look
+"""
+
+
+def _statement_sql() -> str:
+    return _WRITE.format(
+        look=Compiled(_look(), list(INPUTS)).sql,
+        scope_prefix=SCOPE_PREFIX,
+        plain_mark=f"'\\x{PLAIN_MARK.hex()}'::bytea",
+        message_state="(CASE WHEN look.reason IS NULL THEN 'queued' ELSE 'skipped' END)",
+        **{name: _input(name) for name in INPUTS},
     )
 
 
@@ -229,24 +223,22 @@ def fast_path_applies(body: CampaignTrigger) -> bool:
     )
 
 
-_STATEMENTS: dict[str, Compiled] = {}
+_STATEMENT: list[Compiled] = []
 
 
-def _statement(name: str) -> Compiled:
-    if not _STATEMENTS:
-        _STATEMENTS["look"] = Compiled(_look(), list(LOOK_INPUTS))
-        _STATEMENTS["write"] = Compiled(_write())
-    return _STATEMENTS[name]
+def _statement() -> Compiled:
+    if not _STATEMENT:
+        _STATEMENT.append(Compiled.from_sql(_statement_sql(), list(INPUTS)))
+    return _STATEMENT[0]
 
 
 @dataclass(frozen=True)
 class Claim:
-    """The idempotency claim this request asks for: record scope is derived from the key."""
+    """The request's `Idempotency-Key` and what the record of it holds."""
 
     key: str
     fingerprint: str
     request_id: str | None
-    lock_seconds: float
     ttl_seconds: float
 
 
@@ -258,101 +250,37 @@ async def fire_one_user(
     external_id: str,
     event: dict[str, Any],
     claim: Claim | None,
-    store: IdempotencyStore,
 ) -> bytes | Handover:
-    """The response body of a one-user trigger done here, or :class:`Handover`. ``store``
-    releases the claim if the write fails (the client may then retry at once)."""
+    """The response body of a one-user trigger done here, or :class:`Handover` having written
+    nothing."""
     now = utcnow()
-    look = _statement("look")
-    write = _statement("write")
+    statement = _statement()
+    values = {
+        "digest": digest,
+        "campaign_id": campaign_id,
+        "external_id": external_id,
+        "idempotency_key": claim.key if claim else None,
+        "fingerprint": claim.fingerprint if claim else None,
+        "request_id": claim.request_id if claim else None,
+        "now": now,
+        "expires_at": now + timedelta(seconds=claim.ttl_seconds) if claim else now,
+        "trigger_public_id": prefixed_ulid("trg"),
+        "message_public_id": prefixed_ulid("msg"),
+        "event_public_id": prefixed_ulid("evt"),
+        "event": json_dumps(event),
+        "context": json_dumps({"attributes": {}, "event": event}),
+    }
     async with db.driver_connection() as connection:
-        row = await connection.fetchrow(
-            look.sql,
-            *look.args(
-                {
-                    "digest": digest,
-                    "campaign_id": campaign_id,
-                    "external_id": external_id,
-                    "idempotency_key": claim.key if claim else None,
-                    "fingerprint": claim.fingerprint if claim else None,
-                    "locked_until": now + timedelta(seconds=claim.lock_seconds) if claim else now,
-                    "now": now,
-                    "expires_at": now + timedelta(seconds=claim.ttl_seconds) if claim else now,
-                }
-            ),
-        )
-        if row is None:
-            return Handover(None, False)
-        key = KeyRow(row["id"], row["project_id"], row["organization_id"], row["scope"], row["role"])
-        claimed = bool(row["claimed"])
-        if claim is not None and not claimed:
-            return Handover(key, False)
-        state, user_id, reason = row["state"], row["user_id"], row["reason"]
-        if (
-            key.scope != "secret"
-            or key.role not in TRIGGER_ROLES
-            or state is None
-            or state in UNTRIGGERABLE_STATES
-            or row["archived_at"] is not None
-            or user_id is None
-            or row["hooked"]
-        ):
-            return Handover(key, claimed)
-        trigger_public_id = prefixed_ulid("trg")
-        message_public_id = prefixed_ulid("msg")
-        message_state = "skipped" if reason else "queued"
-        response = orjson.dumps(
-            {
-                "success": True,
-                "trigger_id": trigger_public_id,
-                "campaign_id": campaign_id,
-                "recipients": 1,
-                "messages": [
-                    {
-                        "message_id": message_public_id,
-                        "user_id": user_id,
-                        "external_id": external_id,
-                        "state": message_state,
-                        "skip_reason": reason,
-                    }
-                ],
-            }
-        )
         try:
-            events = await connection.fetchval(
-                write.sql,
-                *write.args(
-                    {
-                        "trigger_public_id": trigger_public_id,
-                        "message_public_id": message_public_id,
-                        "event_public_id": prefixed_ulid("evt"),
-                        "project_id": key.project_id,
-                        "campaign_id": campaign_id,
-                        "user_id": user_id,
-                        "channel": row["channel"],
-                        "state": message_state,
-                        "skip_reason": reason,
-                        "skipped": 1 if reason else 0,
-                        "event": json_dumps(event),
-                        "context": json_dumps({"attributes": {}, "event": event}),
-                        "event_data": json_dumps({"reason": reason}) if reason else None,
-                        "now": now,
-                        "idempotency_key": claim.key if claim else None,
-                        "idempotency_scope": claim_scope(key) if claim else None,
-                        "stored_body": plain_body(response),
-                        "request_id": claim.request_id if claim else None,
-                    }
-                ),
-            )
-        except BaseException:
-            if claimed and claim is not None:
-                await store.release(claim_scope(key), claim.key)
-            raise
-    if events != 1:
-        return Handover(key, claimed)  # a trigger already exists under this key: the route describes it
-    return response
-
-
-def claim_scope(key: KeyRow) -> str:
-    """The idempotency record scope of a project key (the middleware's ``client:project:<id>``)."""
-    return f"{SCOPE_PREFIX}{key.id}"
+            row = await connection.fetchrow(statement.sql, *statement.args(values))
+        except UniqueViolationError:
+            # The Idempotency-Key is held by another request (or by an expired record): the
+            # idempotency middleware sorts out which, and nothing here was written.
+            return Handover(None, resolved=False)
+    if row is None:
+        return Handover(None)
+    key = KeyRow(row["id"], row["project_id"], row["organization_id"], row["scope"], row["role"])
+    body: str | None = row["body"]
+    if body is None:
+        return Handover(key)
+    return body.encode()

@@ -8,9 +8,8 @@ validates as :class:`~clarion.delivery.trigger_schemas.CampaignTrigger` and carr
 :func:`clarion.delivery.fast_trigger.fire_one_user` without routing, dependency solving or an
 ORM session. Every other request, and every one-user trigger the fast path hands over, continues
 down the stack unchanged: the body it read is replayed, the key it resolved is left on the
-request (as :func:`clarion.api.auth.principal_for_request` would have cached it), and an
-idempotency claim it made is handed to the idempotency middleware, which then runs the route
-under it instead of claiming again.
+request (as :func:`clarion.api.auth.principal_for_request` would have cached it), and the
+idempotency middleware claims the request's key as for any other request.
 """
 
 from __future__ import annotations
@@ -22,12 +21,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clarion.api.auth import bearer_token
 from clarion.api.fast_path import BufferedBody, leave_principal, read_head
-from clarion.api.idempotency import CLAIM_HANDOVER, MAX_KEY_LENGTH, IdempotencyStore, fingerprint
+from clarion.api.idempotency import MAX_KEY_LENGTH, fingerprint
 from clarion.core.db import Database
 from clarion.core.ids import hash_key
 from clarion.core.settings import Settings
 from clarion.core.wakeup import Waker
-from clarion.delivery.fast_trigger import Claim, Handover, claim_scope, fast_path_applies, fire_one_user
+from clarion.delivery.fast_trigger import Claim, Handover, fast_path_applies, fire_one_user
 from clarion.delivery.sender import MESSAGES_TOPIC
 from clarion.delivery.trigger_schemas import CampaignTrigger
 
@@ -42,9 +41,7 @@ class FastTriggerMiddleware:
         self.db = db
         self.waker = waker
         self.enabled = db.is_postgres
-        self.lock_seconds = float(settings.idempotency_lock_seconds)
         self.ttl_seconds = float(settings.idempotency_ttl_seconds)
-        self.store = IdempotencyStore(db, settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.enabled or scope["type"] != "http" or scope["method"] != "POST":
@@ -88,7 +85,6 @@ class FastTriggerMiddleware:
                 key=idempotency_key,
                 fingerprint=fingerprint("POST", scope["path"], scope.get("query_string", b""), body),
                 request_id=state.get("request_id"),
-                lock_seconds=self.lock_seconds,
                 ttl_seconds=self.ttl_seconds,
             )
         outcome = await fire_one_user(
@@ -98,10 +94,10 @@ class FastTriggerMiddleware:
             external_id=trigger.user.external_id,
             event=trigger.event or {},
             claim=claim,
-            store=self.store,
         )
         if isinstance(outcome, Handover):
-            self._hand_over(state, outcome, claim, token)
+            if outcome.resolved:
+                leave_principal(state, outcome.key, token)
             await self.app(scope, replay, send)
             return
         await send(
@@ -113,9 +109,3 @@ class FastTriggerMiddleware:
         )
         await send({"type": "http.response.body", "body": outcome})
         await self.waker.notify(MESSAGES_TOPIC)
-
-    @staticmethod
-    def _hand_over(state: dict[str, object], outcome: Handover, claim: Claim | None, token: str) -> None:
-        leave_principal(state, outcome.key, token)
-        if outcome.key is not None and state["principal"] is not None and outcome.claimed and claim is not None:
-            state[CLAIM_HANDOVER] = (claim_scope(outcome.key), claim.key)

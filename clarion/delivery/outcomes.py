@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import Table, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.campaigns.models import Campaign
+from clarion.core.bulk import insert_rows, update_rows
 from clarion.core.ids import prefixed_ulid
 from clarion.core.queue import backoff_delay
 from clarion.core.sql import insert_for
@@ -29,6 +30,8 @@ from clarion.providers.base import SendResult
 from clarion.subscriptions.models import Suppression
 
 DEFAULT_MAX_ATTEMPTS = 8
+MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+MESSAGE_EVENTS: Table = MessageEvent.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ async def record_outcomes(
     counts: Counter[str] = Counter()
     per_campaign: dict[int, Counter[str]] = {}
     suppress: list[dict[str, Any]] = []
-    # Rows with identical keys go out as one executemany UPDATE per group.
+    # Rows with identical keys go out as one bulk UPDATE per group.
     groups: dict[str, list[dict[str, Any]]] = {}
     for msg, result in outcomes:
         for observation in result.observations:
@@ -107,9 +110,9 @@ async def record_outcomes(
         counts[state] += 1
         per_campaign.setdefault(msg.campaign_id, Counter())[state] += 1
     for rows in groups.values():
-        await session.execute(update(Message), rows, execution_options={"synchronize_session": False})
+        await update_rows(session, MESSAGES, rows)
     if events:
-        await session.execute(insert(MessageEvent), events)
+        await insert_rows(session, MESSAGE_EVENTS, events)
         await fan_out(
             session,
             [

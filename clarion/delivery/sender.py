@@ -25,6 +25,7 @@ from clarion.campaigns.models import Campaign
 from clarion.core.clock import utcnow
 from clarion.core.db import Database
 from clarion.core.queue import claim_due
+from clarion.core.sql import among
 from clarion.dataschema.service import classified_user_paths
 from clarion.delivery.models import Message, Trigger
 from clarion.delivery.outcomes import SentMessage, record_outcomes
@@ -40,6 +41,7 @@ from clarion.users.models import User
 log = logging.getLogger("clarion.delivery")
 
 MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+USERS: Table = User.__table__  # type: ignore[assignment]
 MESSAGES_TOPIC = "messages"
 STOPPED_STATES = ("aborting", "aborted")
 USER_FIELDS = ("id", "external_id", "anonymous_id", "email", "phone", "timezone", "locale")
@@ -127,7 +129,7 @@ class MessageSource:
             templates = list(
                 (await session.execute(select(Template).where(Template.campaign_id == campaign_id))).scalars()
             )
-            users = await _users(session, [r.user_id for r in rows])
+            users = await _users(session, project_id, [r.user_id for r in rows])
             triggers = await _triggers(session, {r.trigger_id for r in rows})
             classified = await classified_user_paths(session, project_id)
         recipients = []
@@ -215,9 +217,9 @@ class MessageSource:
             renewed = await session.execute(
                 update(MESSAGES)
                 .where(
-                    MESSAGES.c.id.in_([r.id for r in rows]),
+                    among(session, MESSAGES.c.id, [r.id for r in rows]),
                     MESSAGES.c.state == "sending",
-                    MESSAGES.c.lease_until.in_({r.lease_until for r in rows}),
+                    among(session, MESSAGES.c.lease_until, {r.lease_until for r in rows}),
                 )
                 .values(lease_until=utcnow() + self.lease)
                 .returning(MESSAGES.c.id)
@@ -227,10 +229,9 @@ class MessageSource:
     async def _abort_rows(self, rows: list[Any]) -> None:
         async with self.db.transaction() as session:
             await session.execute(
-                update(Message)
-                .where(Message.id.in_([r.id for r in rows]), Message.state == "sending")
+                update(MESSAGES)
+                .where(among(session, MESSAGES.c.id, [r.id for r in rows]), MESSAGES.c.state == "sending")
                 .values(state="aborted", lease_until=None, updated_at=utcnow())
-                .execution_options(synchronize_session=False)
             )
 
 
@@ -246,13 +247,17 @@ def _sent(row: Any, address: str) -> SentMessage:
     )
 
 
-async def _users(session: AsyncSession, ids: list[int]) -> dict[int, dict[str, Any]]:
-    rows = (await session.execute(select(User).where(User.id.in_(ids)))).scalars()
-    return {u.id: {**{f: getattr(u, f) for f in USER_FIELDS}, "data": u.data or {}} for u in rows}
+async def _users(session: AsyncSession, project_id: int, ids: list[int]) -> dict[int, dict[str, Any]]:
+    columns = [USERS.c[f] for f in USER_FIELDS]
+    where = (among(session, USERS.c.id, ids), USERS.c.project_id == project_id)
+    rows = (await session.execute(select(*columns, USERS.c.data).where(*where))).all()
+    return {row.id: {**{f: row[i] for i, f in enumerate(USER_FIELDS)}, "data": row.data or {}} for row in rows}
 
 
 async def _triggers(session: AsyncSession, trigger_ids: set[int]) -> dict[int, tuple[str, dict[str, Any]]]:
     rows = (
-        await session.execute(select(Trigger.id, Trigger.public_id, Trigger.event).where(Trigger.id.in_(trigger_ids)))
+        await session.execute(
+            select(Trigger.id, Trigger.public_id, Trigger.event).where(among(session, Trigger.id, trigger_ids))
+        )
     ).all()
     return {tid: (public_id, event or {}) for tid, public_id, event in rows}

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, String, Text, insert
+from sqlalchemy import BigInteger, Index, String, Table, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from clarion.core.bulk import insert_rows
 from clarion.core.clock import utcnow
 from clarion.core.db import Base, BigIntPK, Database, JSONDoc, UTCDateTime
 from clarion.core.tenancy import ProjectOwned
@@ -28,6 +29,9 @@ class CapturedMessage(ProjectOwned, Base):
     content: Mapped[dict[str, Any]] = mapped_column(JSONDoc, nullable=False)
     mime: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+CAPTURED: Table = CapturedMessage.__table__  # type: ignore[assignment]
 
 
 class CaptureProvider:
@@ -56,7 +60,7 @@ class CaptureProvider:
             for m in messages
         ]
         async with self.db.transaction(project_id=self.project_id) as session:
-            await session.execute(insert(CapturedMessage), rows)
+            await insert_rows(session, CAPTURED, rows)
         return [SendResult(m.message_id, "delivered", provider_message_id=f"capture:{m.message_id}") for m in messages]
 
     async def close(self) -> None:
