@@ -77,6 +77,7 @@ class Stats:
         self.reported_ms: dict[float, float] = {}
         self.reported_max_ms = 0.0
         self.timeline: list[tuple[float, float]] = []  # (seconds into the phase, latency)
+        self.wal_bytes = 0  # PostgreSQL WAL written during the phase (0: not measured)
 
     @property
     def count(self) -> int:
@@ -111,6 +112,8 @@ class Stats:
                 f"; CPU/request: app {1000 * self.app_cpu / self.count:.2f} ms,"
                 f" postgres {1000 * self.pg_cpu / self.count:.2f} ms"
             )
+        if self.wal_bytes:
+            text += f"; WAL/request {self.wal_bytes / self.count:,.0f} bytes"
         if self.late:
             text += f"; {self.late} arrivals waited for an in-flight slot"
         return text
@@ -317,6 +320,16 @@ def _pg_url(env: Env) -> str:
     return env.database_url.replace("+asyncpg", "")
 
 
+async def _wal_position(env: Env) -> int:
+    """PostgreSQL's current WAL position in bytes: the difference over a phase is what it wrote,
+    a figure the machine's CPU drift does not move."""
+    conn = await asyncpg.connect(_pg_url(env))
+    try:
+        return int(await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+    finally:
+        await conn.close()
+
+
 async def _wait_sent(env: Env, campaign_id: int, timeout: float, quiet: bool = False) -> tuple[int, int]:
     """(sent or delivered, still queued/sending) once the worker drained or the timeout passed."""
     conn = await asyncpg.connect(_pg_url(env))
@@ -454,6 +467,7 @@ async def run() -> None:
                     os.kill(env.worker_pid, signal.SIGSTOP)
                 worker_cpu0 = _cpu(env.worker_pid) if env.worker_pid else 0.0
 
+                wal_start = await _wal_position(env)
                 if WRK:
                     closed = await wrk_closed_loop(
                         Stats(f"closed loop, {CLIENTS} clients (wrk, {WRK_SECONDS:g}s): POST /trigger"),
@@ -467,6 +481,7 @@ async def run() -> None:
                     )
                     fired += closed.count
                     unanswered = CLIENTS  # in flight when wrk's window closed: sent, not counted
+                    closed.wal_bytes = await _wal_position(env) - wal_start
                     print(closed.line(), flush=True)
                     base_get = await wrk_closed_loop(
                         Stats(f"baseline closed loop, {CLIENTS} clients (wrk): GET /me"),
@@ -483,6 +498,7 @@ async def run() -> None:
                     closed = await closed_loop(
                         Stats(f"closed loop, {CLIENTS} clients: POST /trigger"), env, N, CLIENTS, trigger("closed")
                     )
+                    closed.wal_bytes = await _wal_position(env) - wal_start
                     print(closed.line(), flush=True)
                     base_get = await closed_loop(
                         Stats(f"baseline closed loop, {CLIENTS} clients: GET /me"), env, N, CLIENTS, me
@@ -509,9 +525,10 @@ async def run() -> None:
             if env.worker_pid:
                 if WORKER == "after":
                     os.kill(env.worker_pid, signal.SIGCONT)
-                drain_start = time.perf_counter()
+                drain_start, wal_before_drain = time.perf_counter(), await _wal_position(env)
                 done, pending = await _wait_sent(env, campaign_id, timeout=300)
                 drained = time.perf_counter() - drain_start
+                drain_wal = await _wal_position(env) - wal_before_drain
                 worker_cpu = _cpu(env.worker_pid) - worker_cpu0
                 measured = fired - WARM_UP  # the warm-up's were sent before the measurement
                 print(
@@ -520,6 +537,8 @@ async def run() -> None:
                     " per message",
                     flush=True,
                 )
+                if WORKER == "after":
+                    print(f"  WAL per message sent (the drain): {drain_wal / max(1, measured):,.0f} bytes", flush=True)
                 assert pending == 0 and done == fired
 
     generator = "wrk (closed loops) and aiohttp in this process (open loops)" if WRK else "aiohttp in this process"

@@ -497,9 +497,8 @@ async def test_a_batch_whose_lease_ran_out_is_not_sent_again(
 ) -> None:
     """Worker A claims a batch and stalls past its lease; worker B claims the rows again and
     sends them. When A wakes up it must not send them a second time."""
+    import asyncio
     from datetime import timedelta
-
-    from sqlalchemy import update
 
     from clarion.core.clock import utcnow
     from clarion.core.queue import claim_due
@@ -516,21 +515,71 @@ async def test_a_batch_whose_lease_ran_out_is_not_sent_again(
             MESSAGES,
             now=utcnow(),
             limit=10,
-            lease=timedelta(seconds=60),
+            lease=timedelta(seconds=0.5),
             ready_state="queued",
             claimed_state="sending",
             extra_where=MESSAGES.c.campaign_id == ready.campaign_id,
         )
     assert len(stale) == 3
-    async with db.transaction() as session:  # A's lease runs out
-        await session.execute(
-            update(MESSAGES)
-            .where(MESSAGES.c.id.in_([r.id for r in stale]))
-            .values(lease_until=utcnow() - timedelta(seconds=1))
-        )
+    await asyncio.sleep(0.6)  # A's lease runs out
     await drain(db)  # worker B claims the expired rows and sends them
     await MessageSource(db).send_claimed(ready.campaign_id, stale)  # A wakes up
     captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
     assert sorted(c["to"] for c in captured) == [f"l{i}@example.com" for i in range(3)]
     delivery = (await client.get(f"/api/client/campaigns/{ready.campaign_id}", headers=tenant.sk)).json()["delivery"]
     assert delivery["sent"] == 3, delivery
+
+
+async def test_a_batch_is_renewed_only_when_its_lease_runs_short(
+    client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database
+) -> None:
+    """Claimed moments ago, a batch is still this worker's: taking it for sending reads the
+    campaign only and leaves the rows alone. With less than half a lease left, the rows still
+    held are renewed."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from clarion.core.clock import utcnow
+    from clarion.core.queue import claim_due
+    from clarion.delivery.sender import MESSAGES
+
+    users = [{"external_id": f"r{i}", "email": f"r{i}@example.com"} for i in range(2)]
+    fired = await client.post(
+        f"/api/client/campaigns/{ready.campaign_id}/trigger", json={"users": users}, headers=tenant.sk
+    )
+    assert fired.status_code == 200, fired.text
+    source = MessageSource(db)
+
+    async def claim(lease: timedelta) -> list[Any]:
+        async with db.transaction() as session:
+            return await claim_due(
+                session,
+                MESSAGES,
+                now=utcnow(),
+                limit=10,
+                lease=lease,
+                ready_state="queued",
+                claimed_state="sending",
+                extra_where=MESSAGES.c.campaign_id == ready.campaign_id,
+            )
+
+    async def leases() -> dict[int, Any]:
+        async with db.transaction() as session:
+            rows = await session.execute(
+                select(MESSAGES.c.id, MESSAGES.c.lease_until).where(MESSAGES.c.campaign_id == ready.campaign_id)
+            )
+            return {int(i): lease for i, lease in rows.all()}
+
+    fresh = await claim(source.lease)
+    assert len(fresh) == 2
+    before = await leases()
+    assert await source._take_for_sending(ready.campaign_id, fresh) == {r.id for r in fresh}
+    assert await leases() == before
+    async with db.transaction() as session:  # give the rows back, then claim them with a short lease
+        await session.execute(MESSAGES.update().where(MESSAGES.c.id.in_(before)).values(state="queued"))
+    short = await claim(source.lease / 3)
+    assert await source._take_for_sending(ready.campaign_id, short) == {r.id for r in short}
+    after = await leases()
+    assert all(after[r.id] > r.lease_until + source.lease / 2 for r in short)
+    await drain(db)

@@ -5,13 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clarion.core.clock import utcnow
 from clarion.core.db import Base, BigIntPK, JSONDoc, UTCDateTime
 from clarion.core.models import IntPK, Timestamps
 from clarion.core.tenancy import ProjectOwned
+
+# A message still to be handed to a provider (claimed or not); every other state is final.
+PENDING_MESSAGE_STATES = ("queued", "sending", "throttled")
+PENDING = text("state IN ({})".format(", ".join(f"'{state}'" for state in PENDING_MESSAGE_STATES)))
 
 
 class Trigger(ProjectOwned, IntPK, Timestamps, Base):
@@ -38,8 +42,13 @@ class Message(ProjectOwned, Base):
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("campaign_id", "trigger_id", "user_id"),
-        Index("ix_messages_due", "state", "due_at"),
-        Index("ix_messages_campaign_due", "campaign_id", "state", "due_at"),
+        # Due work only: a message leaves both indexes when it is sent, failed or skipped, so they
+        # hold the pending rows, not the whole history, and a message's last update writes two
+        # index entries fewer.
+        Index("ix_messages_due", "state", "due_at", postgresql_where=PENDING, sqlite_where=PENDING),
+        Index(
+            "ix_messages_campaign_due", "campaign_id", "state", "due_at", postgresql_where=PENDING, sqlite_where=PENDING
+        ),
         Index("ix_messages_trigger", "trigger_id", "state"),
     )
 

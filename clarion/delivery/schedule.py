@@ -27,11 +27,10 @@ from clarion.core.clock import utcnow
 from clarion.core.db import Database
 from clarion.core.ids import prefixed_ulid
 from clarion.delivery.audience import enqueue_materialisation
-from clarion.delivery.models import Message, Trigger
+from clarion.delivery.models import PENDING_MESSAGE_STATES, Message, Trigger
 
 SCHEDULE_KEY = "schedule"
 LOCAL_TIME_LEAD = timedelta(hours=26)
-PENDING_MESSAGE_STATES = ("queued", "sending", "throttled")
 BATCH = 100
 
 
@@ -116,7 +115,7 @@ async def settle_abort(session: AsyncSession, campaign_id: int) -> bool:
         return False
     await session.execute(
         update(Message)
-        .where(Message.campaign_id == campaign_id, Message.state.in_(("sending", "queued", "throttled")))
+        .where(Message.campaign_id == campaign_id, Message.state.in_(PENDING_MESSAGE_STATES))
         .values(state="aborted", lease_until=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )

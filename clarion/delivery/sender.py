@@ -8,8 +8,9 @@ campaign's provider, record outcomes (architecture §2.3–2.7).
   lease expires. Messages carry a deterministic Message-ID, so the duplicate window is the time
   between the provider accepting a batch and our commit of its outcome.
 - The campaign state is read again just before the provider call: an abort committed before
-  that point stops the batch. In the same transaction the batch's leases are renewed; a row
-  whose lease ran out meanwhile (and was claimed by another worker) is dropped from the batch.
+  that point stops the batch. If the batch's leases have less than half their length left
+  (a slow render), they are renewed in the same transaction; a row whose lease ran out
+  meanwhile (and was claimed by another worker) is dropped from the batch.
 """
 
 from __future__ import annotations
@@ -207,13 +208,22 @@ class MessageSource:
                 )
 
     async def _take_for_sending(self, campaign_id: int, rows: list[Any]) -> set[int] | None:
-        """Just before the provider call: ``None`` if the campaign was stopped; otherwise renew
-        the lease of the rows this worker still holds and return their ids (a row whose lease
-        expired and was claimed again by another worker is no longer ``lease_until`` = ours)."""
+        """Just before the provider call: ``None`` if the campaign was stopped; otherwise the ids
+        of the rows this worker still holds.
+
+        A row is claimed again only once its lease has expired, so while every row's lease has
+        at least half its length to run (the usual case: the batch was claimed moments ago) all
+        of them are still ours and only the campaign's state is read. Otherwise (a slow render)
+        the leases of the rows still ours are renewed in one statement, which also tells which
+        they are (a row claimed again by another worker no longer has our ``lease_until``).
+        Workers' clocks must agree to within half a lease (``CLARION_SEND_LEASE_SECONDS``)."""
         async with self.db.transaction() as session:
             state = (await session.execute(select(Campaign.state).where(Campaign.id == campaign_id))).scalar_one()
             if state in STOPPED_STATES:
                 return None
+            now = utcnow()
+            if min(r.lease_until for r in rows) - now >= self.lease / 2:
+                return {int(r.id) for r in rows}
             renewed = await session.execute(
                 update(MESSAGES)
                 .where(
@@ -221,7 +231,7 @@ class MessageSource:
                     MESSAGES.c.state == "sending",
                     among(session, MESSAGES.c.lease_until, {r.lease_until for r in rows}),
                 )
-                .values(lease_until=utcnow() + self.lease)
+                .values(lease_until=now + self.lease)
                 .returning(MESSAGES.c.id)
             )
             return {int(i) for i in renewed.scalars()}

@@ -1,0 +1,35 @@
+"""messages: the due-work indexes hold pending messages only
+
+Revision ID: 0012
+Revises: 0011
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0012"
+down_revision: str | None = "0011"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+PENDING = "state IN ('queued', 'sending', 'throttled')"
+INDEXES = (
+    ("ix_messages_due", ["state", "due_at"]),
+    ("ix_messages_campaign_due", ["campaign_id", "state", "due_at"]),
+)
+
+
+def upgrade() -> None:
+    for name, columns in INDEXES:
+        op.drop_index(name, table_name="messages")
+        op.create_index(name, "messages", columns, postgresql_where=sa.text(PENDING), sqlite_where=sa.text(PENDING))
+
+
+def downgrade() -> None:
+    for name, columns in INDEXES:
+        op.drop_index(name, table_name="messages")
+        op.create_index(name, "messages", columns)
