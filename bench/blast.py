@@ -284,6 +284,10 @@ async def ready_blast(
                                 "subscription_id": next(s["id"] for s in subs if s["channel"] == "email"),
                                 "provider_id": provider_id,
                                 "list_ids": [lst["id"]],
+                                # Fired by POST /trigger when the measurement starts: a schedule
+                                # due now would let the scheduler fire it first, and the trigger
+                                # would then send the blast a second time.
+                                "send_at": "2999-01-01T00:00:00Z",
                             },
                         )
                     )

@@ -17,7 +17,7 @@ from clarion.campaigns.counters import DELTAS, fold_counter_deltas
 from clarion.campaigns.models import Campaign
 from clarion.core.clock import utcnow
 from clarion.core.db import Database
-from clarion.delivery.models import Message
+from clarion.delivery.models import Message, Trigger
 from tests.conftest import Tenant, assert_problem, new_tenant
 from tests.test_trigger_flow import Ready, drain, make_campaign, scheduled_campaign
 
@@ -72,6 +72,15 @@ async def test_a_known_user_is_answered_before_the_route(
     assert first.status_code == 200, first.text
     assert first.headers["x-request-id"].startswith("req_") and "spotzee-version" in first.headers
     assert await _record_state(db, "fast-a") == ["completed"]
+    async with db.transaction() as session:
+        stored = (
+            await session.execute(
+                select(Trigger.event, Message.context, Message.state)
+                .join(Message, Message.trigger_id == Trigger.id)
+                .where(Trigger.public_id == first.json()["trigger_id"])
+            )
+        ).one()
+    assert tuple(stored) == ({"product": "Fast"}, {"attributes": {}, "event": {"product": "Fast"}}, "queued")
     replay = await client.post(url, json=TRIGGER, headers={**tenant.sk, "Idempotency-Key": "fast-a"})
     assert replay.status_code == 200 and replay.headers["idempotent-replayed"] == "true"
     assert replay.json() == first.json()

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from clarion.core.clock import utcnow
 from clarion.core.db import Database
 from clarion.delivery.models import Message, Trigger
-from clarion.delivery.schedule import campaign_lifecycle, promote_scheduled
+from clarion.delivery.schedule import _promote, campaign_lifecycle, promote_scheduled
 from clarion.delivery.sender import MessageSource
 from clarion.orgs.models import Project
 from clarion.providers.capture import CapturedMessage
@@ -205,4 +205,22 @@ async def test_a_blast_fired_by_hand_is_not_sent_again_by_its_schedule(
     assert fired.status_code == 200, fired.text
     assert await promote_scheduled(db) == 0
     await drain(db)
+    assert len((await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]) == 1
+
+
+async def test_a_blast_fired_after_the_scheduler_found_it_due_is_sent_once(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    """The scheduler read the blast as due, then the API fired it before the promotion ran:
+    the promotion re-reads the ledger under the campaign's row lock and stands down."""
+    list_id = await _audience(client, tenant, [{"external_id": "h1", "email": "h1@example.com"}])
+    r = await _blast(client, tenant, list_id)
+    fired = await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", json={}, headers=tenant.sk)
+    assert fired.status_code == 200, fired.text
+    async with db.transaction(project_id=tenant.project_id) as session:
+        assert await _promote(session, r.campaign_id) == 0  # what promote_scheduled runs per due campaign
+    await drain(db)
+    async with db.transaction(project_id=tenant.project_id, readonly=True) as session:
+        kinds = (await session.execute(select(Trigger.kind).where(Trigger.campaign_id == r.campaign_id))).scalars()
+        assert list(kinds) == ["audience"]
     assert len((await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]) == 1

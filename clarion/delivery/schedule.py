@@ -59,21 +59,20 @@ async def promote_scheduled(db: Database) -> int:
 
 
 async def _promote(session: AsyncSession, campaign_id: int) -> int:
-    moved = await session.execute(
+    # The campaign row is locked first (a POST /trigger on a blast locks it too), and only then
+    # is the ledger read again, by a statement that sees every trigger committed before the lock
+    # was granted: a blast fired through the API meanwhile is not also sent by its schedule.
+    locked = select(Campaign.state).where(Campaign.id == campaign_id).with_for_update()
+    if (await session.execute(locked)).scalar_one_or_none() != "scheduled":
+        return 0
+    if (await session.execute(select(exists().where(Trigger.campaign_id == campaign_id)))).scalar():
+        return 0
+    await session.execute(
         update(Campaign)
-        .where(Campaign.id == campaign_id, Campaign.state == "scheduled")
+        .where(Campaign.id == campaign_id)
         .values(state="loading", updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    if not getattr(moved, "rowcount", 0):
-        return 0
-    existing = (
-        await session.execute(
-            select(Trigger.id).where(Trigger.campaign_id == campaign_id, Trigger.idempotency_key == SCHEDULE_KEY)
-        )
-    ).scalar_one_or_none()
-    if existing is not None:
-        return 0
     trigger = Trigger(
         public_id=prefixed_ulid("trg"),
         campaign_id=campaign_id,

@@ -90,8 +90,9 @@ class MessageSource:
             .join(Provider, Provider.id == Campaign.provider_id)
             .group_by(probe.c.campaign_id, Campaign.provider_id, Provider.rate_limit, Provider.rate_interval)
         )
-        async with self.db.transaction(readonly=True) as session:
-            return [(int(a), int(b), int(c), int(d), str(e)) for a, b, c, d, e in (await session.execute(stmt)).all()]
+        async with self.db.lookup() as connection:  # one read: no BEGIN/COMMIT on PostgreSQL
+            rows = (await connection.execute(stmt)).all()
+        return [(int(a), int(b), int(c), int(d), str(e)) for a, b, c, d, e in rows]
 
     async def run_once(self) -> int:
         handled = 0
@@ -217,13 +218,14 @@ class MessageSource:
         the leases of the rows still ours are renewed in one statement, which also tells which
         they are (a row claimed again by another worker no longer has our ``lease_until``).
         Workers' clocks must agree to within half a lease (``CLARION_SEND_LEASE_SECONDS``)."""
+        async with self.db.lookup() as connection:
+            state = (await connection.execute(select(Campaign.state).where(Campaign.id == campaign_id))).scalar_one()
+        if state in STOPPED_STATES:
+            return None
+        now = utcnow()
+        if min(r.lease_until for r in rows) - now >= self.lease / 2:
+            return {int(r.id) for r in rows}
         async with self.db.transaction() as session:
-            state = (await session.execute(select(Campaign.state).where(Campaign.id == campaign_id))).scalar_one()
-            if state in STOPPED_STATES:
-                return None
-            now = utcnow()
-            if min(r.lease_until for r in rows) - now >= self.lease / 2:
-                return {int(r.id) for r in rows}
             renewed = await session.execute(
                 update(MESSAGES)
                 .where(

@@ -114,6 +114,10 @@ async def create_trigger(
     idempotency_key: str | None,
 ) -> TriggerResponse:
     check_triggerable(campaign)
+    if campaign.type == "blast":
+        # Serialise with the scheduler's promotion of this blast (delivery/schedule.py:_promote),
+        # which sends a blast by its schedule only if no trigger fired it first.
+        await session.execute(select(Campaign.id).where(Campaign.id == campaign.id).with_for_update())
     if body.users is not None and body.user is not None:
         raise validation_failed(
             [

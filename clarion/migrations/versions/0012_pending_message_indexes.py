@@ -1,4 +1,6 @@
-"""messages: the due-work indexes hold pending messages only
+"""messages: the due-work indexes hold pending messages only (PostgreSQL)
+
+SQLite keeps them whole: its planner would not use a partial index for ``state = 'queued'``.
 
 Revision ID: 0012
 Revises: 0011
@@ -24,12 +26,16 @@ INDEXES = (
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
     for name, columns in INDEXES:
         op.drop_index(name, table_name="messages")
-        op.create_index(name, "messages", columns, postgresql_where=sa.text(PENDING), sqlite_where=sa.text(PENDING))
+        op.create_index(name, "messages", columns, postgresql_where=sa.text(PENDING))
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
     for name, columns in INDEXES:
         op.drop_index(name, table_name="messages")
         op.create_index(name, "messages", columns)
