@@ -9,7 +9,7 @@ campaign's provider, record outcomes (architecture §2.3–2.7).
   between the provider accepting a batch and our commit of its outcome.
 - The campaign state is read again just before the provider call: an abort committed before
   that point stops the batch. If the batch's leases have less than half their length left
-  (a slow render), they are renewed in the same transaction; a row whose lease ran out
+  (a slow render), the rows still held are renewed in one statement; a row whose lease ran out
   meanwhile (and was claimed by another worker) is dropped from the batch.
 """
 
