@@ -90,8 +90,8 @@ class MessageSource:
             .join(Provider, Provider.id == Campaign.provider_id)
             .group_by(probe.c.campaign_id, Campaign.provider_id, Provider.rate_limit, Provider.rate_interval)
         )
-        async with self.db.lookup() as connection:  # one read: no BEGIN/COMMIT on PostgreSQL
-            rows = (await connection.execute(stmt)).all()
+        async with self.db.transaction(readonly=True) as session:
+            rows = (await session.execute(stmt)).all()
         return [(int(a), int(b), int(c), int(d), str(e)) for a, b, c, d, e in rows]
 
     async def run_once(self) -> int:
@@ -218,8 +218,8 @@ class MessageSource:
         the leases of the rows still ours are renewed in one statement, which also tells which
         they are (a row claimed again by another worker no longer has our ``lease_until``).
         Workers' clocks must agree to within half a lease (``CLARION_SEND_LEASE_SECONDS``)."""
-        async with self.db.lookup() as connection:
-            state = (await connection.execute(select(Campaign.state).where(Campaign.id == campaign_id))).scalar_one()
+        async with self.db.transaction(readonly=True) as session:
+            state = (await session.execute(select(Campaign.state).where(Campaign.id == campaign_id))).scalar_one()
         if state in STOPPED_STATES:
             return None
         now = utcnow()
