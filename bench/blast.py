@@ -285,8 +285,7 @@ async def ready_blast(
                                 "provider_id": provider_id,
                                 "list_ids": [lst["id"]],
                                 # Fired by POST /trigger when the measurement starts: a schedule
-                                # due now would let the scheduler fire it first, and the trigger
-                                # would then send the blast a second time.
+                                # due now would let the scheduler start it before the clock.
                                 "send_at": "2999-01-01T00:00:00Z",
                             },
                         )

@@ -208,6 +208,25 @@ async def test_a_blast_fired_by_hand_is_not_sent_again_by_its_schedule(
     assert len((await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]) == 1
 
 
+async def test_a_blast_its_schedule_fired_is_not_sent_again_by_hand(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    """The schedule fired the blast first: firing it through the API answers with that send
+    and sends nothing more (so does a second POST /trigger)."""
+    list_id = await _audience(client, tenant, [{"external_id": "h2", "email": "h2@example.com"}])
+    r = await _blast(client, tenant, list_id)
+    assert await promote_scheduled(db) == 1
+    first = await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", json={}, headers=tenant.sk)
+    again = await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", json={}, headers=tenant.sk)
+    assert first.status_code == again.status_code == 200, first.text
+    assert first.json()["trigger_id"] == again.json()["trigger_id"]
+    await drain(db)
+    async with db.transaction(project_id=tenant.project_id, readonly=True) as session:
+        kinds = (await session.execute(select(Trigger.kind).where(Trigger.campaign_id == r.campaign_id))).scalars()
+        assert list(kinds) == ["schedule"]
+    assert len((await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]) == 1
+
+
 async def test_a_blast_fired_after_the_scheduler_found_it_due_is_sent_once(
     client: httpx.AsyncClient, tenant: Tenant, db: Database
 ) -> None:

@@ -114,10 +114,22 @@ async def create_trigger(
     idempotency_key: str | None,
 ) -> TriggerResponse:
     check_triggerable(campaign)
-    if campaign.type == "blast":
-        # Serialise with the scheduler's promotion of this blast (delivery/schedule.py:_promote),
-        # which sends a blast by its schedule only if no trigger fired it first.
+    if campaign.type == "blast" and body.users is None and body.user is None:
+        # A blast goes to its audience once. Serialised with the scheduler's promotion of this
+        # blast (delivery/schedule.py:_promote) on the campaign row; once the lock is held the
+        # ledger is read again, so whichever fires it first is the only send, and firing it
+        # again answers with that send.
         await session.execute(select(Campaign.id).where(Campaign.id == campaign.id).with_for_update())
+        fired = (
+            await session.execute(
+                select(Trigger)
+                .where(Trigger.campaign_id == campaign.id, Trigger.kind.in_(("audience", "schedule")))
+                .order_by(Trigger.id)
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        if fired is not None:
+            return await describe(session, fired)
     if body.users is not None and body.user is not None:
         raise validation_failed(
             [
