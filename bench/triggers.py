@@ -419,7 +419,7 @@ async def _raw_insert_baseline(env: Env, campaign_id: int, count: int) -> Stats:
 async def run() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # A few pooled connections per uvicorn worker and no overflow: a trigger holds its
-        # connection for two round trips, so a handful serve 1,000+ requests/s, and PostgreSQL on
+        # connection for one round trip, so a handful serve 1,000+ requests/s, and PostgreSQL on
         # two cores does more with few busy backends than with one per request in flight (each
         # extra one adds context switches and lock traffic). Requests beyond the pool wait for a
         # connection in the API process; overflow connections would instead be opened and closed

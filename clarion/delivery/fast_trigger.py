@@ -24,6 +24,7 @@ for asyncpg, and run on the pool's driver connection: the per-request cost is th
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -223,13 +224,10 @@ def fast_path_applies(body: CampaignTrigger) -> bool:
     )
 
 
-_STATEMENT: list[Compiled] = []
-
-
+@functools.cache
 def _statement() -> Compiled:
-    if not _STATEMENT:
-        _STATEMENT.append(Compiled.from_sql(_statement_sql(), list(INPUTS)))
-    return _STATEMENT[0]
+    """Built once per process, on first use (the models must be loaded)."""
+    return Compiled.from_sql(_statement_sql(), list(INPUTS))
 
 
 @dataclass(frozen=True)

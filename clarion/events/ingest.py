@@ -8,19 +8,17 @@ column arrays), and the payload paths are registered in one more statement when 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, String, Table, Text, bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.api.errors import ErrorCode
 from clarion.api.schemas import contains_nul
+from clarion.core.bulk import insert_rows
 from clarion.core.clock import utcnow
-from clarion.core.db import json_dumps
 from clarion.core.ids import prefixed_ulid
-from clarion.core.sql import dialect_name
 from clarion.dataschema.service import collect_paths, record_paths
 from clarion.events.models import Event
 from clarion.lists.service import on_events_recorded
@@ -30,39 +28,6 @@ from clarion.users.validation import ItemInvalid, UserChange, data_patch, identi
 EVENTS: Table = Event.__table__  # type: ignore[assignment]
 EVENT_FIELDS = frozenset({"name", "external_id", "anonymous_id", "data", "user", "created_at"})
 USER_BLOCK_FIELDS = frozenset({"email", "phone", "timezone", "locale", "data"})
-
-
-# PostgreSQL: the whole batch in one statement with a fixed text (one prepared statement whatever the
-# batch size), the columns passed as arrays.
-_PG_INSERT = text(
-    "INSERT INTO events (project_id, uid, user_id, name, campaign_id, data, created_at)"
-    " SELECT :project_id, e.uid, e.user_id, e.name, NULL, e.data::jsonb, e.created_at"
-    " FROM unnest(:uids, :user_ids, :names, :datas, :created) AS e(uid, user_id, name, data, created_at)"
-).bindparams(
-    bindparam("uids", type_=ARRAY(String)),
-    bindparam("user_ids", type_=ARRAY(BigInteger)),
-    bindparam("names", type_=ARRAY(String)),
-    bindparam("datas", type_=ARRAY(Text)),
-    bindparam("created", type_=ARRAY(DateTime(timezone=True))),
-)
-
-
-async def _insert_events(session: AsyncSession, project_id: int, rows: list[dict[str, Any]]) -> None:
-    connection = await session.connection()  # Core: every row carries project_id
-    if dialect_name(session) != "postgresql":
-        await connection.execute(EVENTS.insert(), rows)
-        return
-    await connection.execute(
-        _PG_INSERT,
-        {
-            "project_id": project_id,
-            "uids": [r["uid"] for r in rows],
-            "user_ids": [r["user_id"] for r in rows],
-            "names": [r["name"] for r in rows],
-            "datas": [json_dumps(r["data"]) for r in rows],
-            "created": [r["created_at"].astimezone(UTC) for r in rows],
-        },
-    )
 
 
 def _timestamp(value: Any) -> datetime:
@@ -137,7 +102,7 @@ async def track_events(
         ids[index] = uid
         rows.append({**row, "uid": uid, "project_id": project_id, "user_id": user["id"], "campaign_id": None})
         collect_paths("event", row["name"], row["data"], paths)
-    await _insert_events(session, project_id, rows)
+    await insert_rows(session, EVENTS, rows)  # one unnest statement on PostgreSQL
     # Dynamic lists naming these events are re-evaluated for these users, in this transaction.
     await on_events_recorded(session, project_id, [(row["user_id"], row["name"]) for row in rows])
     if paths:
