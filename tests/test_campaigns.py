@@ -9,7 +9,7 @@ import pytest_asyncio
 from sqlalchemy import select
 
 from clarion.core.db import Database
-from clarion.delivery.models import Message, Trigger
+from clarion.delivery.models import Message, MessageEvent, Trigger
 from clarion.providers.models import Provider
 from clarion.subscriptions.models import Subscription
 from tests.conftest import Tenant, assert_problem
@@ -197,6 +197,45 @@ async def test_archive_then_delete_and_duplicate(client: httpx.AsyncClient, tena
     )
     assert (await client.delete(f"/api/client/campaigns/{c['id']}", headers=tenant.sk)).json() is True
     assert_problem(await client.get(f"/api/client/campaigns/{c['id']}", headers=tenant.sk), 404, "resource_missing")
+
+
+async def add_history(db: Database, tenant: Tenant, campaign_id: int) -> None:
+    """One trigger of the campaign with one message and its event."""
+    async with db.transaction(project_id=tenant.project_id) as session:
+        trigger = Trigger(public_id=f"trg_h{campaign_id}", campaign_id=campaign_id, kind="user")
+        session.add(trigger)
+        await session.flush()
+        message = Message(
+            public_id=f"msg_h{campaign_id}", campaign_id=campaign_id, trigger_id=trigger.id, user_id=1, channel="email"
+        )
+        session.add(message)
+        await session.flush()
+        session.add(
+            MessageEvent(public_id=f"evt_h{campaign_id}", message_id=message.id, campaign_id=campaign_id, type="queued")
+        )
+
+
+async def test_deleting_a_campaign_deletes_its_triggers_messages_and_events(
+    client: httpx.AsyncClient, tenant: Tenant, setup: Setup, db: Database
+) -> None:
+    gone = (await client.post("/api/client/campaigns", json=blast(setup, list_ids=[5]), headers=tenant.sk)).json()
+    kept = (await client.post("/api/client/campaigns", json=blast(setup, list_ids=[5]), headers=tenant.sk)).json()
+    for c in (gone, kept):
+        await add_history(db, tenant, c["id"])
+
+    async def history(campaign_id: int) -> tuple[int, int, int]:
+        async with db.session(project_id=tenant.project_id) as session:
+            counts = []
+            for model in (Trigger, Message, MessageEvent):
+                rows = await session.execute(select(model.id).where(model.campaign_id == campaign_id))
+                counts.append(len(rows.all()))
+            return counts[0], counts[1], counts[2]
+
+    assert (await client.delete(f"/api/client/campaigns/{gone['id']}", headers=tenant.sk)).json() is True
+    assert await history(gone["id"]) == (1, 1, 1)  # archived: the history stays
+    assert (await client.delete(f"/api/client/campaigns/{gone['id']}", headers=tenant.sk)).json() is True
+    assert await history(gone["id"]) == (0, 0, 0)
+    assert await history(kept["id"]) == (1, 1, 1)
 
 
 async def test_campaigns_are_per_project(

@@ -13,7 +13,7 @@ from clarion.campaigns.counters import forget_campaign, pending_counts
 from clarion.campaigns.models import Campaign
 from clarion.campaigns.schemas import CampaignCreate, CampaignOut, campaign_out
 from clarion.core.clock import utcnow
-from clarion.delivery.models import Message
+from clarion.delivery.models import Message, Trigger
 from clarion.providers.models import Provider
 from clarion.subscriptions.models import Subscription
 from clarion.tags.service import set_resource_tags, tags_for
@@ -227,6 +227,11 @@ async def delete_campaign(session: AsyncSession, campaign: Campaign) -> None:
         await session.flush()
         return
     await forget_campaign(session, campaign.id)
+    # Triggers carry no foreign key to their campaign (docs/decisions/0006): they are deleted
+    # here, and their messages and message events cascade from them.
+    await session.execute(
+        delete(Trigger).where(Trigger.campaign_id == campaign.id).execution_options(synchronize_session=False)
+    )
     await session.execute(delete(Campaign).where(Campaign.id == campaign.id))
 
 

@@ -24,9 +24,12 @@ class Trigger(ProjectOwned, IntPK, Timestamps, Base):
     __tablename__ = "triggers"
     __table_args__ = (UniqueConstraint("campaign_id", "idempotency_key"),)
 
+    # No foreign key to the project or the campaign and no project index (docs/decisions/0006):
+    # a trigger is found by its public id or by campaign; deleting a campaign deletes its triggers.
+    project_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     public_id: Mapped[str] = mapped_column(String(32), nullable=False, unique=True)  # trg_<ULID>
     # Looked up by the (campaign_id, idempotency_key) unique index, which also serves campaign_id.
-    campaign_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False)
+    campaign_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     kind: Mapped[str] = mapped_column(String(10), nullable=False)  # audience | users | user | schedule
     state: Mapped[str] = mapped_column(String(14), nullable=False, default="pending")
     event: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
@@ -52,8 +55,12 @@ class Message(ProjectOwned, Base):
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    # No foreign key to the project or the campaign and no project index (docs/decisions/0006):
+    # a message goes with its trigger (the cascade below), and every query reaches it by id,
+    # public id, trigger or campaign.
+    project_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     public_id: Mapped[str] = mapped_column(String(32), nullable=False, unique=True)  # msg_<ULID>
-    campaign_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False)
+    campaign_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     trigger_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("triggers.id", ondelete="CASCADE"), nullable=False)
     user_id: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
     channel: Mapped[str] = mapped_column(String(10), nullable=False)
@@ -83,8 +90,9 @@ class MessageEvent(ProjectOwned, Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     # ix_message_events_project_created leads with project_id, so the mixin's single-column index
-    # is not created (one index write fewer per appended event).
-    project_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False)
+    # is not created (one index write fewer per appended event); no foreign key to the project
+    # (docs/decisions/0006): an event goes with its message.
+    project_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     public_id: Mapped[str] = mapped_column(String(32), nullable=False, unique=True)  # evt_<ULID>
     message_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False)
     campaign_id: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -22,6 +22,9 @@ class CapturedMessage(ProjectOwned, Base):
     __table_args__ = (Index("ix_captured_messages_project_created", "project_id", "created_at"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    # ix_captured_messages_project_created leads with project_id: no single-column index, and no
+    # foreign key to the project (docs/decisions/0006).
+    project_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     provider_id: Mapped[int | None] = mapped_column(BigInteger)
     message_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     channel: Mapped[str] = mapped_column(String(10), nullable=False)
