@@ -43,30 +43,23 @@ def key_cte(digest: Any) -> Any:
     )
 
 
+@dataclass(frozen=True)
 class Compiled:
-    """A statement compiled once for asyncpg: its SQL and the order of its parameters.
+    """A statement for asyncpg: its SQL, whose placeholders ``$1``… are the inputs ``names`` in
+    that order."""
 
-    ``inputs`` given: the statement's placeholders are those inputs (``$1``… in that order) and
-    every other value is a constant of the expression builders, rendered into the SQL. Otherwise
-    the statement's named bind parameters are its inputs, numbered by the compiler."""
-
-    def __init__(self, statement: Any, inputs: list[str] | None = None) -> None:
-        from sqlalchemy.dialects.postgresql.asyncpg import dialect
-
-        if inputs is not None:
-            compiled = statement.compile(dialect=dialect(), compile_kwargs={"literal_binds": True})  # type: ignore[no-untyped-call]
-            self.names = inputs
-        else:
-            compiled = statement.compile(dialect=dialect())  # type: ignore[no-untyped-call]
-            self.names = list(compiled.positiontup or ())
-        self.sql: str = compiled.string
+    sql: str
+    names: list[str]
 
     @classmethod
-    def from_sql(cls, sql: str, inputs: list[str]) -> Compiled:
-        """A statement already written for asyncpg, whose ``$1``… are ``inputs`` in order."""
-        compiled = cls.__new__(cls)
-        compiled.sql, compiled.names = sql, inputs
-        return compiled
+    def of(cls, statement: Any, inputs: list[str]) -> Compiled:
+        """``statement`` compiled once, its placeholders written as ``inputs`` (``$n::type``
+        literal columns); every other value is a constant of the expression builders, rendered
+        into the SQL."""
+        from sqlalchemy.dialects.postgresql.asyncpg import dialect
+
+        compiled = statement.compile(dialect=dialect(), compile_kwargs={"literal_binds": True})  # type: ignore[no-untyped-call]
+        return cls(compiled.string, inputs)
 
     def args(self, values: dict[str, Any]) -> list[Any]:
         return [values[name] for name in self.names]

@@ -203,7 +203,7 @@ FROM look
 
 def _statement_sql() -> str:
     return _WRITE.format(
-        look=Compiled(_look(), list(INPUTS)).sql,
+        look=Compiled.of(_look(), list(INPUTS)).sql,
         scope_prefix=SCOPE_PREFIX,
         plain_mark=f"'\\x{PLAIN_MARK.hex()}'::bytea",
         message_state="(CASE WHEN look.reason IS NULL THEN 'queued' ELSE 'skipped' END)",
@@ -227,7 +227,7 @@ def fast_path_applies(body: CampaignTrigger) -> bool:
 @functools.cache
 def _statement() -> Compiled:
     """Built once per process, on first use (the models must be loaded)."""
-    return Compiled.from_sql(_statement_sql(), list(INPUTS))
+    return Compiled(_statement_sql(), list(INPUTS))
 
 
 @dataclass(frozen=True)

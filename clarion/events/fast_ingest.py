@@ -16,6 +16,7 @@ invalid item is handed over too (the general path reports per-item errors and st
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -170,13 +171,10 @@ def _statement() -> Any:
     ).select_from(key)
 
 
-_COMPILED: list[Compiled] = []
-
-
+@functools.cache
 def _compiled() -> Compiled:
-    if not _COMPILED:
-        _COMPILED.append(Compiled(_statement(), list(INPUTS)))
-    return _COMPILED[0]
+    """Built once per process, on first use (the models must be loaded)."""
+    return Compiled.of(_statement(), list(INPUTS))
 
 
 def parse_known(items: Any) -> tuple[list[dict[str, Any]], list[str]] | None:
