@@ -49,6 +49,22 @@ def blast(setup: Setup, **extra: object) -> dict[str, object]:
     }
 
 
+async def add_template(
+    client: httpx.AsyncClient, tenant: Tenant, campaign_id: int, *, locale: str, channel: str = "email"
+) -> None:
+    data: dict[str, object] = (
+        {"from": {"address": "hello@example.com"}, "subject": "Hi", "html": "<p>Hi</p>"}
+        if channel == "email"
+        else {"text": "Hi"}
+    )
+    r = await client.post(
+        "/api/client/templates",
+        json={"type": channel, "campaign_id": campaign_id, "locale": locale, "data": data},
+        headers=tenant.sk,
+    )
+    assert r.status_code == 200, r.text
+
+
 async def test_create_and_read_campaign(client: httpx.AsyncClient, tenant: Tenant, setup: Setup) -> None:
     r = await client.post(
         "/api/client/campaigns", json=blast(setup, list_ids=[3, 3, 4], tags=["launch"]), headers=tenant.sk
@@ -135,9 +151,17 @@ async def test_state_transitions(client: httpx.AsyncClient, tenant: Tenant, setu
     body = assert_problem(
         await client.patch(url, json={"state": "scheduled"}, headers=tenant.sk), 422, "validation_failed"
     )
-    assert body["errors"][0]["param"] == "list_ids"
+    assert [e["param"] for e in body["errors"]] == ["list_ids", "templates"]
     assert_problem(await client.patch(url, json={"state": "running"}, headers=tenant.sk), 409, "state_conflict")
     await client.patch(url, json={"list_ids": [1]}, headers=tenant.sk)
+    # A template in another locale does not serve the project's default locale ("en"): a user
+    # without a locale would get no message.
+    await add_template(client, tenant, c["id"], locale="de")
+    body = assert_problem(
+        await client.patch(url, json={"state": "scheduled"}, headers=tenant.sk), 422, "validation_failed"
+    )
+    assert [e["param"] for e in body["errors"]] == ["templates"] and "(en)" in body["errors"][0]["message"]
+    await add_template(client, tenant, c["id"], locale="en")
     editor = (await client.post("/api/client/keys", json={"name": "ed", "role": "editor"}, headers=tenant.sk)).json()
     assert_problem(
         await client.patch(url, json={"state": "scheduled"}, headers={"Authorization": f"Bearer {editor['value']}"}),
@@ -154,11 +178,34 @@ async def test_state_transitions(client: httpx.AsyncClient, tenant: Tenant, setu
     assert renamed.json()["name"] == "Still renameable"
 
 
+async def test_scheduling_needs_a_template_of_the_campaigns_channel(
+    client: httpx.AsyncClient, tenant: Tenant, setup: Setup
+) -> None:
+    # A trigger campaign: a scheduled blast left behind would be promoted by other tests' scheduler runs.
+    c = (await client.post("/api/client/campaigns", json=blast(setup, type="trigger"), headers=tenant.sk)).json()
+    url = f"/api/client/campaigns/{c['id']}"
+    await add_template(client, tenant, c["id"], locale="en")
+    # Moved to the text channel before scheduling: its email template no longer serves it.
+    moved = await client.patch(
+        url, json={"subscription_id": setup.text_sub, "provider_id": setup.text_provider}, headers=tenant.sk
+    )
+    assert moved.status_code == 200 and moved.json()["channel"] == "text"
+    body = assert_problem(
+        await client.patch(url, json={"state": "scheduled"}, headers=tenant.sk), 422, "validation_failed"
+    )
+    assert [e["param"] for e in body["errors"]] == ["templates"] and "text template" in body["errors"][0]["message"]
+    await add_template(client, tenant, c["id"], locale="en", channel="text")
+    scheduled = await client.patch(url, json={"state": "scheduled"}, headers=tenant.sk)
+    assert scheduled.status_code == 200 and scheduled.json()["state"] == "scheduled"
+
+
 async def test_abort_stops_unsent_messages(
     client: httpx.AsyncClient, tenant: Tenant, setup: Setup, db: Database
 ) -> None:
     c = (await client.post("/api/client/campaigns", json=blast(setup, list_ids=[1]), headers=tenant.sk)).json()
-    await client.patch(f"/api/client/campaigns/{c['id']}", json={"state": "scheduled"}, headers=tenant.sk)
+    await add_template(client, tenant, c["id"], locale="en")
+    scheduled = await client.patch(f"/api/client/campaigns/{c['id']}", json={"state": "scheduled"}, headers=tenant.sk)
+    assert scheduled.status_code == 200, scheduled.text
     async with db.transaction(project_id=tenant.project_id) as session:
         trigger = Trigger(public_id="trg_test" + str(c["id"]), campaign_id=c["id"], kind="audience")
         session.add(trigger)

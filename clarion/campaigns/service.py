@@ -14,9 +14,12 @@ from clarion.campaigns.models import Campaign
 from clarion.campaigns.schemas import CampaignCreate, CampaignOut, campaign_out
 from clarion.core.clock import utcnow
 from clarion.delivery.models import Message, Trigger
+from clarion.orgs.models import Project
 from clarion.providers.models import Provider
 from clarion.subscriptions.models import Subscription
 from clarion.tags.service import set_resource_tags, tags_for
+from clarion.templates.locale_pick import TemplateMissing, pick_template
+from clarion.templates.models import Template
 
 TAG_RESOURCE = "campaign"
 
@@ -172,7 +175,8 @@ async def transition(session: AsyncSession, campaign: Campaign, new_state: str, 
 
 
 async def _check_sendable(session: AsyncSession, campaign: Campaign) -> None:
-    """What a campaign needs before it may send (§E1): subscription, provider, audience."""
+    """What a campaign needs before it may send (§E1): subscription, provider, audience, and a
+    template in the project's default locale."""
     errors: list[FieldError] = []
     subscription = (
         await session.execute(select(Subscription).where(Subscription.id == campaign.subscription_id))
@@ -196,8 +200,41 @@ async def _check_sendable(session: AsyncSession, campaign: Campaign) -> None:
         errors.append(
             FieldError(param="list_ids", code=ErrorCode.parameter_missing, message="A blast needs at least one list.")
         )
+    default_locale = await _default_template_missing(session, campaign)
+    if default_locale is not None:
+        errors.append(
+            FieldError(
+                param="templates",
+                code=ErrorCode.parameter_missing,
+                message=f"The campaign needs a {campaign.channel} template in the project's default locale"
+                f" ({default_locale}).",
+            )
+        )
     if errors:
         raise validation_failed(errors, "This campaign cannot send yet.")
+
+
+async def _default_template_missing(session: AsyncSession, campaign: Campaign) -> str | None:
+    """The project's default locale when no template of the campaign's channel would serve a
+    user without a locale (the pick every send makes: that locale, then its language level);
+    ``None`` when one would."""
+    default_locale = (
+        await session.execute(select(Project.locale).where(Project.id == campaign.project_id))
+    ).scalar_one()
+    templates = (
+        (
+            await session.execute(
+                select(Template).where(Template.campaign_id == campaign.id, Template.type == campaign.channel)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    try:
+        pick_template(templates, None, default_locale)
+    except TemplateMissing:
+        return default_locale
+    return None
 
 
 async def abort(session: AsyncSession, campaign: Campaign) -> int:
