@@ -12,6 +12,7 @@ from clarion.core.db import Database
 from clarion.delivery.models import Message, MessageEvent, Trigger
 from clarion.providers.models import Provider
 from clarion.subscriptions.models import Subscription
+from clarion.templates.models import Template
 from tests.conftest import Tenant, assert_problem
 
 
@@ -227,12 +228,28 @@ async def test_abort_stops_unsent_messages(
     assert states == ["aborted", "aborted", "aborted", "sent"]
 
 
-async def test_archive_then_delete_and_duplicate(client: httpx.AsyncClient, tenant: Tenant, setup: Setup) -> None:
+async def test_archive_then_delete_and_duplicate(
+    client: httpx.AsyncClient, tenant: Tenant, setup: Setup, db: Database
+) -> None:
     c = (
         await client.post("/api/client/campaigns", json=blast(setup, list_ids=[5], tags=["a"]), headers=tenant.sk)
     ).json()
+    await add_template(client, tenant, c["id"], locale="en")
+    await add_template(client, tenant, c["id"], locale="de")
     copy = (await client.post(f"/api/client/campaigns/{c['id']}/duplicate", headers=tenant.sk)).json()
     assert copy["id"] != c["id"] and copy["state"] == "draft" and copy["list_ids"] == [5] and copy["tags"] == ["a"]
+
+    async def templates(campaign_id: int) -> list[tuple[str, str, dict[str, object]]]:
+        async with db.session(project_id=tenant.project_id) as session:
+            rows = await session.execute(
+                select(Template.type, Template.locale, Template.data)
+                .where(Template.campaign_id == campaign_id)
+                .order_by(Template.locale)
+            )
+            return [(r.type, r.locale, r.data) for r in rows]
+
+    copied = await templates(copy["id"])
+    assert copied == await templates(c["id"]) and [t[1] for t in copied] == ["de", "en"]
     assert (await client.delete(f"/api/client/campaigns/{c['id']}", headers=tenant.sk)).json() is True
     listed = {x["id"] for x in (await client.get("/api/client/campaigns", headers=tenant.sk)).json()["results"]}
     assert c["id"] not in listed and copy["id"] in listed
@@ -283,6 +300,47 @@ async def test_deleting_a_campaign_deletes_its_triggers_messages_and_events(
     assert (await client.delete(f"/api/client/campaigns/{gone['id']}", headers=tenant.sk)).json() is True
     assert await history(gone["id"]) == (0, 0, 0)
     assert await history(kept["id"]) == (1, 1, 1)
+
+
+async def test_preview_renders_the_primary_template_for_a_representative_user(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant, setup: Setup
+) -> None:
+    c = (await client.post("/api/client/campaigns", json=blast(setup), headers=tenant.sk)).json()
+    url = f"/api/client/campaigns/{c['id']}/preview"
+    body = assert_problem(await client.get(url, headers=tenant.sk), 422, "validation_failed")
+    assert body["param"] == "template_missing"
+    subject = "Hi {{ user.email }}{{ user.data.first_name }}{{ event.product }}"
+
+    async def template(locale: str, greeting: str) -> int:
+        r = await client.post(
+            "/api/client/templates",
+            json={
+                "type": "email",
+                "campaign_id": c["id"],
+                "locale": locale,
+                "data": {
+                    "from": {"address": "hello@example.com"},
+                    "subject": f"{greeting} {subject}",
+                    "html": "<p>x</p>",
+                },
+            },
+            headers=tenant.sk,
+        )
+        assert r.status_code == 200, r.text
+        return int(r.json()["id"])
+
+    await template("de", "Hallo")
+    assert_problem(await client.get(url, headers=tenant.sk), 422, "validation_failed")  # not the default locale
+    english = await template("en", "Hello")
+    preview = await client.get(url, headers=tenant.sk)
+    assert preview.status_code == 200, preview.text
+    shown = preview.json()
+    # The project's default locale ("en"); the stand-in user has an address but no custom
+    # attributes and there is no event, so those render blank.
+    assert shown["template_id"] == english and shown["locale"] == "en"
+    assert shown["subject"] == "Hello Hi preview@example.com"
+    assert "<p>x</p>" in shown["html"]
+    assert_problem(await client.get(url, headers=other_tenant.sk), 404, "resource_missing")
 
 
 async def test_campaigns_are_per_project(

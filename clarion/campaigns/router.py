@@ -10,10 +10,12 @@ from fastapi import APIRouter, Depends, Path, Response
 from sqlalchemy import select
 
 from clarion.api.context import ProjectContext, project_ctx
+from clarion.api.errors import ApiError, ErrorCode
 from clarion.api.pagination import Paged, PageParams, page_params, paginate
-from clarion.campaigns import service
+from clarion.campaigns import preview, service
 from clarion.campaigns.models import Campaign
 from clarion.campaigns.schemas import CampaignCreate, CampaignOut, CampaignUpdate
+from clarion.rendering.render import RenderError, RenderSettings
 
 router = APIRouter(tags=["campaigns"])
 CampaignId = Path(alias="campaignId", ge=1, le=2**63 - 1)
@@ -99,6 +101,23 @@ async def delete_campaign(campaign_id: int = CampaignId, ctx: ProjectContext = p
     async with ctx.write() as session:
         await service.delete_campaign(session, await service.get_campaign(session, campaign_id))
     return True
+
+
+@router.get("/campaigns/{campaignId}/preview", response_model=dict[str, Any], operation_id="previewCampaign")
+async def preview_campaign(campaign_id: int = CampaignId, ctx: ProjectContext = project_ctx()) -> Any:
+    """The primary template (the campaign's channel, the project's default locale) rendered for a
+    representative user; ``422 validation_failed`` when no template serves that locale."""
+    settings = ctx.request.app.state.settings
+    async with ctx.read() as session:
+        campaign = await service.get_campaign(session, campaign_id)
+        try:
+            return await preview.preview_campaign(
+                session, campaign, RenderSettings(settings.base_url, settings.resolved_secret_key())
+            )
+        except RenderError as exc:
+            raise ApiError(
+                ErrorCode.validation_failed, f"The campaign cannot be previewed: {exc.detail}", param=exc.reason
+            ) from exc
 
 
 @router.post("/campaigns/{campaignId}/duplicate", response_model=CampaignOut, operation_id="duplicateCampaign")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from copy import deepcopy
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -214,6 +216,16 @@ async def _check_sendable(session: AsyncSession, campaign: Campaign) -> None:
         raise validation_failed(errors, "This campaign cannot send yet.")
 
 
+async def campaign_templates(
+    session: AsyncSession, campaign: Campaign, *, channel: str | None = None
+) -> Sequence[Template]:
+    """The campaign's templates (of one channel, if given), oldest first."""
+    stmt = select(Template).where(Template.campaign_id == campaign.id)
+    if channel is not None:
+        stmt = stmt.where(Template.type == channel)
+    return (await session.execute(stmt.order_by(Template.id))).scalars().all()
+
+
 async def _default_template_missing(session: AsyncSession, campaign: Campaign) -> str | None:
     """The project's default locale when no template of the campaign's channel would serve a
     user without a locale (the pick every send makes: that locale, then its language level);
@@ -221,17 +233,8 @@ async def _default_template_missing(session: AsyncSession, campaign: Campaign) -
     default_locale = (
         await session.execute(select(Project.locale).where(Project.id == campaign.project_id))
     ).scalar_one()
-    templates = (
-        (
-            await session.execute(
-                select(Template).where(Template.campaign_id == campaign.id, Template.type == campaign.channel)
-            )
-        )
-        .scalars()
-        .all()
-    )
     try:
-        pick_template(templates, None, default_locale)
+        pick_template(await campaign_templates(session, campaign, channel=campaign.channel), None, default_locale)
     except TemplateMissing:
         return default_locale
     return None
@@ -289,6 +292,17 @@ async def duplicate_campaign(session: AsyncSession, campaign: Campaign) -> Campa
         settings=campaign.settings,
     )
     session.add(copy)
+    await session.flush()
+    for template in await campaign_templates(session, campaign):
+        session.add(
+            Template(
+                campaign_id=copy.id,
+                name=template.name,
+                type=template.type,
+                locale=template.locale,
+                data=deepcopy(template.data),
+            )
+        )
     await session.flush()
     tags = (await tags_for(session, TAG_RESOURCE, [campaign.id])).get(campaign.id)
     if tags:
