@@ -98,6 +98,30 @@ async def test_demo_default_email_provider_captures_a_send(
     assert "demo@example.org" in row["mime"]
 
 
+async def test_clearing_captured_messages_is_per_project(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant, db: Database
+) -> None:
+    for owner, message_id in ((tenant, "msg_MINE"), (other_tenant, "msg_THEIRS")):
+        async with db.transaction(project_id=owner.project_id) as session:
+            provider = (
+                await session.execute(select(Provider).where(Provider.group == "email", Provider.is_default.is_(True)))
+            ).scalar_one()
+        mime = build_mime("demo@example.org")
+        await get_sender(db, provider).send_batch(
+            [OutgoingMessage(message_id, "email", "demo@example.org", {"subject": "Hello"}, mime=mime)]
+        )
+
+    async def captured(owner: Tenant) -> list[str]:
+        r = await client.get("/api/client/captured", headers=owner.sk)
+        return [row["message_id"] for row in r.json()["results"]]
+
+    assert await captured(tenant) == ["msg_MINE"] and await captured(other_tenant) == ["msg_THEIRS"]
+    cleared = await client.delete("/api/client/captured", headers=tenant.sk)
+    assert cleared.status_code == 200 and cleared.json() is True
+    assert await captured(tenant) == []
+    assert await captured(other_tenant) == ["msg_THEIRS"]  # another project's captures stay
+
+
 async def test_create_smtp_encrypts_and_never_returns_credentials(
     client: httpx.AsyncClient, tenant: Tenant, db: Database
 ) -> None:

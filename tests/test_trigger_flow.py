@@ -106,6 +106,39 @@ async def test_draft_campaign_cannot_be_triggered(client: httpx.AsyncClient, ten
     assert "scheduled" in body["message"]
 
 
+async def test_aborted_or_archived_campaign_cannot_be_triggered(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    await client.post("/api/client/users/batch", json=[{"external_id": "known"}], headers=tenant.sk)
+    aborted = await scheduled_campaign(client, tenant)
+    r = await client.patch(f"/api/client/campaigns/{aborted.campaign_id}", json={"state": "aborted"}, headers=tenant.sk)
+    assert r.json()["state"] == "aborted"
+    archived = await scheduled_campaign(client, tenant)
+    assert (await client.delete(f"/api/client/campaigns/{archived.campaign_id}", headers=tenant.sk)).json() is True
+    shapes: list[dict[str, Any]] = [
+        {},  # the campaign's audience
+        {"users": [{"external_id": "u1", "email": "u1@example.com"}]},
+        {"user": {"external_id": "known"}, "event": {}},  # the one-user fast path on PostgreSQL
+    ]
+    for campaign_id in (aborted.campaign_id, archived.campaign_id):
+        for body in shapes:
+            assert_problem(
+                await client.post(f"/api/client/campaigns/{campaign_id}/trigger", json=body, headers=tenant.sk),
+                409,
+                "state_conflict",
+            )
+    async with db.session(project_id=tenant.project_id) as session:
+        from sqlalchemy import func, select
+
+        from clarion.delivery.models import Message, Trigger
+
+        for model in (Trigger, Message):
+            count = await session.execute(
+                select(func.count()).where(model.campaign_id.in_([aborted.campaign_id, archived.campaign_id]))
+            )
+            assert count.scalar() == 0
+
+
 async def test_per_call_recipients_render_and_leave(
     client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database
 ) -> None:
