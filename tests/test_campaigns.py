@@ -225,7 +225,20 @@ async def test_abort_stops_unsent_messages(
     await client.patch(f"/api/client/campaigns/{c['id']}", json={"state": "aborted"}, headers=tenant.sk)
     async with db.session(project_id=tenant.project_id) as session:
         states = sorted((await session.execute(select(Message.state).where(Message.campaign_id == c["id"]))).scalars())
+        # Each aborted message got its `aborted` event in the abort's transaction; the sent one none.
+        events = (
+            await session.execute(
+                select(Message.public_id, MessageEvent.type, MessageEvent.public_id)
+                .join(MessageEvent, MessageEvent.message_id == Message.id)
+                .where(Message.campaign_id == c["id"])
+                .order_by(Message.public_id)
+            )
+        ).all()
     assert states == ["aborted", "aborted", "aborted", "sent"]
+    assert [(m, t) for m, t, _ in events] == [(f"msg_t{c['id']}_{i}", "aborted") for i in (0, 1, 3)]
+    assert len({e for _, _, e in events}) == 3
+    timeline = (await client.get(f"/api/client/messages/msg_t{c['id']}_1", headers=tenant.sk)).json()
+    assert timeline["state"] == "aborted" and [e["type"] for e in timeline["events"]] == ["aborted"]
 
 
 async def test_archive_then_delete_and_duplicate(

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 
 from clarion.core.clock import utcnow
 from clarion.core.db import Database
-from clarion.delivery.models import Message, Trigger
+from clarion.delivery.models import Message, MessageEvent, Trigger
 from clarion.delivery.schedule import _promote, campaign_lifecycle, promote_scheduled
 from clarion.delivery.sender import MessageSource
 from clarion.orgs.models import Project
@@ -185,6 +185,12 @@ async def test_nothing_is_sent_after_abort_returns(client: httpx.AsyncClient, te
                 )
             ).all()
         )
+        aborted_events = (
+            await session.execute(
+                select(func.count()).where(MessageEvent.campaign_id == r.campaign_id, MessageEvent.type == "aborted")
+            )
+        ).scalar_one()
+    assert aborted_events == states.get("aborted", 0)  # every aborted message says so in its timeline
     assert last_capture is not None and last_capture <= returned
     assert last_sent is not None and last_sent <= returned
     assert states.get("aborted", 0) > 0 and "queued" not in states and "sending" not in states

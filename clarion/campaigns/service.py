@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from copy import deepcopy
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.api.auth import project_role_at_least
@@ -15,7 +15,8 @@ from clarion.campaigns.counters import forget_campaign, pending_counts
 from clarion.campaigns.models import Campaign
 from clarion.campaigns.schemas import CampaignCreate, CampaignOut, campaign_out
 from clarion.core.clock import utcnow
-from clarion.delivery.models import Message, Trigger
+from clarion.delivery.abort import abort_messages
+from clarion.delivery.models import Trigger
 from clarion.orgs.models import Project
 from clarion.providers.models import Provider
 from clarion.subscriptions.models import Subscription
@@ -248,13 +249,7 @@ async def abort(session: AsyncSession, campaign: Campaign) -> int:
     (`clarion.delivery.schedule.settle_abort`), or the scheduler duty does."""
     campaign.state = "aborting"
     await session.flush()
-    result = await session.execute(
-        update(Message)
-        .where(Message.campaign_id == campaign.id, Message.state.in_(UNSENT_MESSAGE_STATES))
-        .values(state="aborted", lease_until=None, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return await abort_messages(session, campaign_id=campaign.id, states=UNSENT_MESSAGE_STATES, now=utcnow())
 
 
 async def delete_campaign(session: AsyncSession, campaign: Campaign) -> None:

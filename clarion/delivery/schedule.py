@@ -26,6 +26,7 @@ from clarion.campaigns.models import Campaign
 from clarion.core.clock import utcnow
 from clarion.core.db import Database
 from clarion.core.ids import prefixed_ulid
+from clarion.delivery.abort import abort_messages
 from clarion.delivery.audience import enqueue_materialisation
 from clarion.delivery.models import PENDING_MESSAGE_STATES, Message, Trigger
 
@@ -112,12 +113,7 @@ async def settle_abort(session: AsyncSession, campaign_id: int) -> bool:
     ).first()
     if live is not None:
         return False
-    await session.execute(
-        update(Message)
-        .where(Message.campaign_id == campaign_id, Message.state.in_(PENDING_MESSAGE_STATES))
-        .values(state="aborted", lease_until=None, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    await abort_messages(session, campaign_id=campaign_id, states=PENDING_MESSAGE_STATES, now=now)
     await session.execute(
         update(Campaign)
         .where(Campaign.id == campaign_id, Campaign.state == "aborting")

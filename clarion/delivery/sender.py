@@ -28,6 +28,7 @@ from clarion.core.db import Database
 from clarion.core.queue import claim_due
 from clarion.core.sql import among
 from clarion.dataschema.service import classified_user_paths
+from clarion.delivery.abort import abort_messages
 from clarion.delivery.models import Message, Trigger
 from clarion.delivery.outcomes import SentMessage, record_outcomes
 from clarion.orgs.models import Project
@@ -240,11 +241,7 @@ class MessageSource:
 
     async def _abort_rows(self, rows: list[Any]) -> None:
         async with self.db.transaction() as session:
-            await session.execute(
-                update(MESSAGES)
-                .where(among(session, MESSAGES.c.id, [r.id for r in rows]), MESSAGES.c.state == "sending")
-                .values(state="aborted", lease_until=None, updated_at=utcnow())
-            )
+            await abort_messages(session, ids=[int(r.id) for r in rows], states=("sending",), now=utcnow())
 
 
 def _sent(row: Any, address: str) -> SentMessage:
