@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import httpx
 from sqlalchemy import select
 
@@ -30,7 +28,7 @@ async def test_outcomes_update_states_events_counters_and_suppressions(db: Datab
         session.add(trigger)
         await session.flush()
         messages = []
-        for i in range(5):
+        for i in range(6):
             m = Message(
                 public_id=f"msg_o{campaign.id}_{i}",
                 campaign_id=campaign.id,
@@ -64,37 +62,48 @@ async def test_outcomes_update_states_events_counters_and_suppressions(db: Datab
             error="550 no such user",
             observations=[{"type": "delivery.rcpt-to-rejected", "smtp_code": 550}],
         ),
+        # A permanent failure that is not a bounce (e.g. the provider refused the message itself):
+        # failed at the first attempt, no retry, no suppression.
+        SendResult(sent[5].public_id, "failed", transient=False, error="554 message refused"),
     ]
     now = utcnow()
     async with db.transaction() as session:
         counts = await record_outcomes(
             session, list(zip(sent, results, strict=True)), now=now, provider_id=setup.email_provider
         )
-    assert counts == {"sent": 1, "delivered": 1, "rescheduled": 1, "failed": 1, "bounced": 1}
+    assert counts == {"sent": 1, "delivered": 1, "rescheduled": 1, "failed": 2, "bounced": 1}
     async with db.session(project_id=tenant.project_id) as session:
         rows = {
             m.public_id: m
             for m in (await session.execute(select(Message).where(Message.campaign_id == campaign.id))).scalars()
         }
-        assert [rows[s.public_id].state for s in sent] == ["sent", "delivered", "queued", "failed", "bounced"]
+        assert [rows[s.public_id].state for s in sent] == ["sent", "delivered", "queued", "failed", "bounced", "failed"]
+        assert rows[sent[5].public_id].last_error == "554 message refused" and rows[sent[5].public_id].attempts == 1
         assert rows[sent[0].public_id].provider_message_id == "p0" and rows[sent[0].public_id].sent_at is not None
-        assert (
-            rows[sent[2].public_id].due_at > now - timedelta(seconds=1) and rows[sent[2].public_id].lease_until is None
-        )
+        assert rows[sent[2].public_id].lease_until is None
         events = (
             await session.execute(
-                select(MessageEvent.message_id, MessageEvent.type).where(MessageEvent.campaign_id == campaign.id)
+                select(MessageEvent.message_id, MessageEvent.type, MessageEvent.data).where(
+                    MessageEvent.campaign_id == campaign.id
+                )
             )
         ).all()
         by_message: dict[int, list[str]] = {}
-        for mid, t in events:
+        for mid, t, _ in events:
             by_message.setdefault(mid, []).append(t)
+        # The retry waits the jittered backoff it reports: exponential with full jitter, so at most
+        # base × 2^attempts (2 s × 2 after the first attempt), and due_at is exactly that far ahead.
+        (retry,) = [data for mid, t, data in events if mid == sent[2].id and t == "queue.rescheduled"]
+        assert 0 <= retry["retry_in_seconds"] <= 4.0
+        waited = (rows[sent[2].public_id].due_at - now).total_seconds()
+        assert abs(waited - retry["retry_in_seconds"]) < 0.01
         assert sorted(by_message[sent[1].id]) == ["delivered", "sent"]
         assert sorted(by_message[sent[2].id]) == ["delivery.rcpt-to-failed", "queue.rescheduled"]
         assert by_message[sent[3].id] == ["failed"]
         assert sorted(by_message[sent[4].id]) == ["bounced", "delivery.rcpt-to-rejected"]
+        assert by_message[sent[5].id] == ["failed"]
         c = (await session.execute(select(Campaign).where(Campaign.id == campaign.id))).scalar_one()
-        assert (c.sent, c.delivered, c.failed, c.bounced) == (2, 1, 1, 1)
+        assert (c.sent, c.delivered, c.failed, c.bounced) == (2, 1, 2, 1)
         suppressed = (await session.execute(select(Suppression.address, Suppression.reason))).all()
         assert suppressed == [("u4@example.com", "hard_bounce")]
 
