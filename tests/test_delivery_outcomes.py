@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from sqlalchemy import select
 
 from clarion.campaigns.models import Campaign
 from clarion.core.clock import utcnow
 from clarion.core.db import Database
+from clarion.delivery.events import record_message_event
 from clarion.delivery.models import Message, MessageEvent, Trigger
 from clarion.delivery.outcomes import SentMessage, record_outcomes
 from clarion.providers.base import SendResult
@@ -170,3 +173,41 @@ async def test_trigger_progress_and_message_timeline(
         404,
         "resource_missing",
     )
+
+
+async def test_concurrent_opens_of_one_message_count_once(db: Database, tenant: Tenant) -> None:
+    """The campaign's `opens` is unique per message even when one message's pixel is loaded
+    several times at once (mail clients prefetch): the first-open check and the counter bump
+    are serialised on the message row."""
+    setup = await make_setup(db, tenant)
+    async with db.transaction(project_id=tenant.project_id) as session:
+        campaign = Campaign(
+            type="trigger", name="t", channel="email", subscription_id=setup.email_sub, provider_id=setup.email_provider
+        )
+        session.add(campaign)
+        await session.flush()
+        trigger = Trigger(public_id=f"trg_c{campaign.id}", campaign_id=campaign.id, kind="user")
+        session.add(trigger)
+        await session.flush()
+        message = Message(
+            public_id=f"msg_c{campaign.id}", campaign_id=campaign.id, trigger_id=trigger.id, user_id=1, channel="email"
+        )
+        session.add(message)
+        await session.flush()
+
+    async def open_once() -> None:
+        async with db.transaction(project_id=tenant.project_id) as session:
+            await record_message_event(
+                session, project_id=tenant.project_id, message_id=message.id, campaign_id=campaign.id, type="opened"
+            )
+
+    await asyncio.gather(*(open_once() for _ in range(8)))
+    async with db.session(project_id=tenant.project_id) as session:
+        opens = (await session.execute(select(Campaign.opens).where(Campaign.id == campaign.id))).scalar_one()
+        events = (
+            await session.execute(
+                select(MessageEvent.id).where(MessageEvent.message_id == message.id, MessageEvent.type == "opened")
+            )
+        ).all()
+    assert len(events) == 8  # every open is in the timeline
+    assert opens == 1

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.campaigns.models import Campaign
 from clarion.core.clock import utcnow
 from clarion.core.ids import prefixed_ulid
-from clarion.delivery.models import MessageEvent
+from clarion.delivery.models import Message, MessageEvent
 from clarion.delivery.webhook_fanout import AppendedEvent, fan_out
 
 # The message lifecycle catalogue (§E3): `message.<type>` on the wire.
@@ -28,6 +28,7 @@ MESSAGE_EVENT_TYPES = (
     "skipped",
 )
 _UNIQUE_COUNTERS = {"opened": "opens", "clicked": "clicks"}
+MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 
 
 async def record_message_event(
@@ -42,11 +43,15 @@ async def record_message_event(
     """Append one event to a message's history in the caller's transaction; returns its ``evt_`` id.
 
     The first ``opened`` / ``clicked`` event of a message also bumps the campaign's ``opens`` /
-    ``clicks`` counter (unique per message), in the same transaction.
+    ``clicks`` counter (unique per message, also under concurrent events: the message row is
+    locked first), in the same transaction.
     """
     counter = _UNIQUE_COUNTERS.get(type)
     first = False
     if counter is not None:
+        # One message's first open/click is decided under its row lock: concurrent opens of the
+        # same message (a prefetching mail client) take turns, so the counter moves once.
+        await session.execute(select(MESSAGES.c.id).where(MESSAGES.c.id == message_id).with_for_update())
         seen = await session.execute(
             select(MessageEvent.id).where(MessageEvent.message_id == message_id, MessageEvent.type == type).limit(1)
         )
