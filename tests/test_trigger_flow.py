@@ -248,6 +248,7 @@ async def test_audience_trigger_materialises_lists_minus_exclusions(
     client: httpx.AsyncClient, tenant: Tenant, db: Database
 ) -> None:
     users = [{"external_id": f"a{i}", "email": f"a{i}@example.com"} for i in range(30)]
+    users.append({"external_id": "no-mail"})  # in the audience, skipped: no address
     await client.post("/api/client/users/batch", json=users, headers=tenant.sk)
     main = (await client.post("/api/client/lists", json={"name": "All", "type": "static"}, headers=tenant.sk)).json()
     vip = (
@@ -274,11 +275,26 @@ async def test_audience_trigger_materialises_lists_minus_exclusions(
             f"/api/client/campaigns/{r.campaign_id}/triggers/{fired.json()['trigger_id']}", headers=tenant.sk
         )
     ).json()
-    assert progress["state"] == "ready" and progress["recipients"] == 28 and progress["messages"] == {"delivered": 28}
+    assert progress["state"] == "ready" and progress["recipients"] == 29
+    assert progress["messages"] == {"delivered": 28, "skipped": 1}
     captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
     assert len(captured) == 28 and "a0@example.com" not in {c["to"] for c in captured}
     ids = {c["message_id"] for c in captured}
     assert len(ids) == 28 and all(re.fullmatch(r"msg_[0-9A-HJKMNP-TV-Z]{26}", i) for i in ids)
+    # The skipped message's event carries its reason, as on the per-call and one-user paths.
+    async with db.session(project_id=tenant.project_id) as session:
+        from sqlalchemy import select
+
+        from clarion.delivery.models import Message
+
+        skipped = (
+            await session.execute(
+                select(Message.public_id).where(Message.campaign_id == r.campaign_id, Message.state == "skipped")
+            )
+        ).scalar_one()
+    timeline = (await client.get(f"/api/client/messages/{skipped}", headers=tenant.sk)).json()
+    assert timeline["skip_reason"] == "no_address"
+    assert [(e["type"], e["data"]) for e in timeline["events"]] == [("skipped", {"reason": "no_address"})]
 
 
 async def test_delivery_events_reach_a_signed_webhook(backend: Backend) -> None:

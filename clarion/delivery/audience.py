@@ -20,7 +20,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from clarion.campaigns.models import Campaign
 from clarion.core.clock import utcnow
-from clarion.core.sql import insert_for
+from clarion.core.sql import dialect_name, insert_for
 from clarion.delivery.ids_sql import prefixed_id_sql
 from clarion.delivery.local_time import local_due_sql
 from clarion.delivery.models import Message, MessageEvent, Trigger
@@ -125,7 +125,7 @@ async def materialise_chunk(
                 MESSAGES.c.id,
                 MESSAGES.c.campaign_id,
                 MESSAGES.c.state,
-                null(),
+                _skip_data(session),
                 literal(now, type_=EVENTS.c.created_at.type),
             ).where(in_chunk),
         )
@@ -198,3 +198,10 @@ async def materialise_trigger(ctx: JobContext, payload: dict[str, Any]) -> None:
                     trigger.recipients = 0
                 return
             after = last
+
+
+def _skip_data(session: AsyncSession) -> ColumnElement[Any]:
+    """A first event's ``data``: ``{"reason": …}`` for a skipped message (as on the per-call and
+    one-user paths), null for a queued one; built in SQL, JSON by the database's own function."""
+    build = func.jsonb_build_object if dialect_name(session) == "postgresql" else func.json_object
+    return case((MESSAGES.c.skip_reason.is_not(None), build(literal("reason"), MESSAGES.c.skip_reason)), else_=null())
