@@ -632,3 +632,30 @@ async def test_a_batch_is_renewed_only_when_its_lease_runs_short(
     after = await leases()
     assert all(after[r.id] > r.lease_until + source.lease / 2 for r in short)
     await drain(db)
+
+
+async def test_a_worker_claims_only_what_the_providers_rate_allows(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    r = await scheduled_campaign(client, tenant)
+    limited = await client.patch(
+        f"/api/client/providers/{r.provider_id}", json={"rate_limit": 3, "rate_interval": "minute"}, headers=tenant.sk
+    )
+    assert limited.status_code == 200, limited.text
+    users = [{"external_id": f"r{i}", "email": f"r{i}@example.com"} for i in range(10)]
+    fired = await client.post(
+        f"/api/client/campaigns/{r.campaign_id}/trigger", json={"users": users}, headers=tenant.sk
+    )
+    assert fired.status_code == 200, fired.text
+    source = MessageSource(db, batch_size=100)
+    assert await source.run_once() == 3  # the batch is the provider's budget, not the batch size
+    assert await source.run_once() == 0  # and the minute's budget is spent
+    progress = (
+        await client.get(
+            f"/api/client/campaigns/{r.campaign_id}/triggers/{fired.json()['trigger_id']}", headers=tenant.sk
+        )
+    ).json()
+    assert progress["messages"] == {"delivered": 3, "queued": 7}
+    # Leave nothing due behind: other tests' workers claim across projects.
+    aborted = await client.patch(f"/api/client/campaigns/{r.campaign_id}", json={"state": "aborted"}, headers=tenant.sk)
+    assert aborted.json()["state"] == "aborted"
