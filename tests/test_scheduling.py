@@ -16,6 +16,7 @@ from clarion.delivery.schedule import _promote, campaign_lifecycle, promote_sche
 from clarion.delivery.sender import MessageSource
 from clarion.orgs.models import Project
 from clarion.providers.capture import CapturedMessage
+from clarion.users.models import User
 from clarion.worker.jobs import JobSource
 from tests.conftest import Tenant
 from tests.test_trigger_flow import Ready, drain, make_campaign
@@ -90,19 +91,26 @@ async def test_due_at_is_the_wall_clock_in_each_users_zone(
         {"external_id": "tokyo", "email": "tokyo@example.com", "timezone": "Asia/Tokyo"},
         {"external_id": "la", "email": "la@example.com", "timezone": "America/Los_Angeles"},
         {"external_id": "nozone", "email": "nozone@example.com"},
+        {"external_id": "oddzone", "email": "oddzone@example.com"},
     ]
     list_id = await _audience(client, tenant, users)
+    # A zone the database does not know (zones are checked against Python's zone database on input,
+    # which can differ from PostgreSQL's): that user gets the project's zone, the blast goes on.
+    async with db.transaction(project_id=tenant.project_id) as session:
+        await session.execute(update(User).where(User.external_id == "oddzone").values(timezone="Mars/Olympus_Mons"))
     # send_at reads 00:30 and 23:30 in Paris (UTC+1 in December): each user gets that time locally.
     cases = {
         "2026-12-01T23:30:00Z": {  # 00:30 on 2 Dec in Paris
             "tokyo": datetime(2026, 12, 1, 15, 30, tzinfo=UTC),  # 00:30 JST, the previous UTC day
             "la": datetime(2026, 12, 2, 8, 30, tzinfo=UTC),
             "nozone": datetime(2026, 12, 1, 23, 30, tzinfo=UTC),
+            "oddzone": datetime(2026, 12, 1, 23, 30, tzinfo=UTC),
         },
         "2026-12-01T22:30:00Z": {  # 23:30 on 1 Dec in Paris
             "tokyo": datetime(2026, 12, 1, 14, 30, tzinfo=UTC),
             "la": datetime(2026, 12, 2, 7, 30, tzinfo=UTC),  # 23:30 PST, the next UTC day
             "nozone": datetime(2026, 12, 1, 22, 30, tzinfo=UTC),
+            "oddzone": datetime(2026, 12, 1, 22, 30, tzinfo=UTC),
         },
     }
     for send_at, expected in cases.items():

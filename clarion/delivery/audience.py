@@ -166,7 +166,7 @@ async def _due_at_sql(session: AsyncSession, campaign: Campaign, now: datetime) 
     ).scalar_one() or "UTC"
     wall = campaign.send_at.astimezone(ZoneInfo(project_zone)).replace(tzinfo=None)
     zone = func.coalesce(func.nullif(USERS.c.timezone, ""), literal(project_zone))
-    return type_coerce(local_due_sql(session.get_bind().dialect.name, wall, zone), MESSAGES.c.due_at.type)
+    return type_coerce(local_due_sql(session.get_bind().dialect.name, wall, zone, project_zone), MESSAGES.c.due_at.type)
 
 
 @job_handler(MATERIALISE_JOB)

@@ -4,6 +4,9 @@ PostgreSQL evaluates ``timezone(zone, timestamp)`` (``AT TIME ZONE``); SQLite ge
 function, ``clarion_local_due``, registered on every connection and backed by :mod:`zoneinfo`.
 Both return the UTC instant at which the wall clock in ``zone`` shows the given time; a time
 skipped by a DST change resolves with the offset before the change (``fold=0``), as PostgreSQL does.
+A zone the database does not know (user zones are checked against Python's zone database on
+input, which may be newer or older than PostgreSQL's) reads as the ``fallback`` zone instead of
+failing the statement: one odd profile must not stop a blast's materialisation.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import DateTime, cast, event, func, literal
+from sqlalchemy import DateTime, case, cast, column, event, func, literal, select, table
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -20,28 +23,39 @@ WALL_FORMAT = "%Y-%m-%d %H:%M:%S"
 SQLITE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
-def local_due(wall: Any, zone: Any) -> str | None:
-    """UTC text (SQLite's stored form) of the instant ``wall`` reads in ``zone``."""
-    if not isinstance(wall, str) or not isinstance(zone, str):
+def _zone(name: Any) -> ZoneInfo | None:
+    if not isinstance(name, str):
         return None
     try:
-        tz = ZoneInfo(zone)
+        return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        tz = ZoneInfo("UTC")
+        return None
+
+
+def local_due(wall: Any, zone: Any, fallback: Any) -> str | None:
+    """UTC text (SQLite's stored form) of the instant ``wall`` reads in ``zone`` (``fallback``
+    when ``zone`` is unknown, UTC when both are)."""
+    if not isinstance(wall, str):
+        return None
+    tz = _zone(zone) or _zone(fallback) or ZoneInfo("UTC")
     naive = datetime.strptime(wall, WALL_FORMAT)
     return naive.replace(tzinfo=tz).astimezone(UTC).strftime(SQLITE_FORMAT)
 
 
-def local_due_sql(dialect: str, wall: datetime, zone: ColumnElement[Any]) -> ColumnElement[Any]:
-    """SQL for the due instant of naive wall-clock ``wall`` in the zone named by ``zone``."""
+def local_due_sql(dialect: str, wall: datetime, zone: ColumnElement[Any], fallback: str) -> ColumnElement[Any]:
+    """SQL for the due instant of naive wall-clock ``wall`` in the zone named by ``zone``, or in
+    ``fallback`` (a zone the caller knows is valid) when the database does not know ``zone``."""
     text = wall.strftime(WALL_FORMAT)
     if dialect == "postgresql":
-        return func.timezone(zone, cast(literal(text), DateTime(timezone=False)))
-    return func.clarion_local_due(literal(text), zone)
+        known = zone.in_(select(column("name")).select_from(table("pg_timezone_names")))
+        return func.timezone(
+            case((known, zone), else_=literal(fallback)), cast(literal(text), DateTime(timezone=False))
+        )
+    return func.clarion_local_due(literal(text), zone, literal(fallback))
 
 
 @event.listens_for(Engine, "connect")
 def _register(dbapi_connection: Any, _record: Any) -> None:
     if "sqlite" not in type(dbapi_connection).__module__:
         return
-    dbapi_connection.create_function("clarion_local_due", 2, local_due, deterministic=True)
+    dbapi_connection.create_function("clarion_local_due", 3, local_due, deterministic=True)
