@@ -257,3 +257,22 @@ async def test_a_blast_fired_after_the_scheduler_found_it_due_is_sent_once(
         kinds = (await session.execute(select(Trigger.kind).where(Trigger.campaign_id == r.campaign_id))).scalars()
         assert list(kinds) == ["audience"]
     assert len((await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]) == 1
+
+
+async def test_a_blast_fires_at_its_audience_with_no_body(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    list_id = await _audience(
+        client, tenant, [{"external_id": f"n{i}", "email": f"n{i}@example.com"} for i in range(3)]
+    )
+    r = await _blast(client, tenant, list_id, send_at=(utcnow() + timedelta(hours=2)).isoformat())
+    fired = await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", headers=tenant.sk)  # no body at all
+    assert fired.status_code == 200, fired.text
+    assert fired.json()["messages"] is None
+    await drain(db)
+    progress = (
+        await client.get(
+            f"/api/client/campaigns/{r.campaign_id}/triggers/{fired.json()['trigger_id']}", headers=tenant.sk
+        )
+    ).json()
+    assert progress["recipients"] == 3 and progress["messages"] == {"delivered": 3}
