@@ -175,6 +175,11 @@ async def test_state_transitions(client: httpx.AsyncClient, tenant: Tenant, setu
     assert aborted.json()["state"] == "aborted"
     assert_problem(await client.patch(url, json={"state": "scheduled"}, headers=tenant.sk), 409, "state_conflict")
     assert_problem(await client.patch(url, json={"list_ids": [2]}, headers=tenant.sk), 409, "state_conflict")
+    # A null that would clear the audience or the timing is a change too; restating a value is not.
+    for cleared in ({"list_ids": None}, {"exclusion_list_ids": [7]}, {"send_in_user_timezone": True}):
+        assert_problem(await client.patch(url, json=cleared, headers=tenant.sk), 409, "state_conflict")
+    restated = await client.patch(url, json={"list_ids": [1], "provider_id": None}, headers=tenant.sk)
+    assert restated.status_code == 200 and restated.json()["list_ids"] == [1]
     renamed = await client.patch(url, json={"name": "Still renameable"}, headers=tenant.sk)
     assert renamed.json()["name"] == "Still renameable"
 

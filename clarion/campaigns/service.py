@@ -120,19 +120,30 @@ async def get_campaign(session: AsyncSession, campaign_id: int) -> Campaign:
     return row
 
 
+# Fields frozen once a campaign has started sending; for the first group a null means "leave as
+# is", for the second it clears the value.
+_AUDIENCE_KEPT_ON_NULL = ("subscription_id", "provider_id", "send_in_user_timezone")
+_AUDIENCE_CLEARED_BY_NULL = ("list_ids", "exclusion_list_ids", "send_at")
+
+
+def _audience_changes(campaign: Campaign, changes: dict[str, Any]) -> set[str]:
+    """The audience, provider and timing fields ``changes`` would really change (a null that
+    clears a value counts; restating the current value does not)."""
+    changed: set[str] = set()
+    for field in _AUDIENCE_KEPT_ON_NULL + _AUDIENCE_CLEARED_BY_NULL:
+        if field not in changes or (changes[field] is None and field in _AUDIENCE_KEPT_ON_NULL):
+            continue
+        value = _dedupe(changes[field]) if field in ("list_ids", "exclusion_list_ids") else changes[field]
+        if value != getattr(campaign, field):
+            changed.add(field)
+    return changed
+
+
 async def update_campaign(session: AsyncSession, campaign: Campaign, changes: dict[str, Any], role: str) -> Campaign:
     if campaign.archived_at is not None:
         raise ApiError(ErrorCode.state_conflict, "This campaign is archived.")
     new_state = changes.pop("state", None)
-    audience_fields = {
-        "subscription_id",
-        "provider_id",
-        "list_ids",
-        "exclusion_list_ids",
-        "send_at",
-        "send_in_user_timezone",
-    }
-    if audience_fields & {k for k, v in changes.items() if v is not None} and campaign.state not in EDITABLE_STATES:
+    if _audience_changes(campaign, changes) and campaign.state not in EDITABLE_STATES:
         raise ApiError(
             ErrorCode.state_conflict, f"A {campaign.state} campaign's audience, provider and timing cannot change."
         )
