@@ -259,6 +259,24 @@ async def test_a_blast_fired_after_the_scheduler_found_it_due_is_sent_once(
     assert len((await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]) == 1
 
 
+async def test_firing_a_blast_twice_sends_twice_unless_the_key_repeats(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    """Triggering is a send every time (the seed: "Spotzee will happily send twice"); the
+    Idempotency-Key is what makes a retry safe. (The schedule is hours ahead, out of the way.)"""
+    list_id = await _audience(client, tenant, [{"external_id": "t0", "email": "t0@example.com"}])
+    r = await _blast(client, tenant, list_id, send_at=(utcnow() + timedelta(hours=2)).isoformat())
+    url = f"/api/client/campaigns/{r.campaign_id}/trigger"
+    first = await client.post(url, json={}, headers={**tenant.sk, "Idempotency-Key": "launch-1"})
+    retried = await client.post(url, json={}, headers={**tenant.sk, "Idempotency-Key": "launch-1"})
+    second = await client.post(url, json={}, headers=tenant.sk)
+    assert first.status_code == retried.status_code == second.status_code == 200, second.text
+    assert first.json()["trigger_id"] == retried.json()["trigger_id"] != second.json()["trigger_id"]
+    await drain(db)
+    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    assert [c["to"] for c in captured] == ["t0@example.com", "t0@example.com"]
+
+
 async def test_a_blast_fires_at_its_audience_with_no_body(
     client: httpx.AsyncClient, tenant: Tenant, db: Database
 ) -> None:

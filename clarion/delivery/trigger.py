@@ -115,21 +115,20 @@ async def create_trigger(
 ) -> TriggerResponse:
     check_triggerable(campaign)
     if campaign.type == "blast" and body.users is None and body.user is None:
-        # A blast goes to its audience once. Serialised with the scheduler's promotion of this
-        # blast (delivery/schedule.py:_promote) on the campaign row; once the lock is held the
-        # ledger is read again, so whichever fires it first is the only send, and firing it
-        # again answers with that send.
+        # A blast's schedule and a trigger at its audience are one send, whichever comes first:
+        # serialised with the scheduler's promotion (delivery/schedule.py:_promote) on the
+        # campaign row, and once the lock is held the ledger is read again. If the schedule
+        # already fired the blast, firing it answers with that send. (A trigger fired after an
+        # earlier trigger is a send of its own, as the API promises: use an Idempotency-Key to
+        # make a retry safe.)
         await session.execute(select(Campaign.id).where(Campaign.id == campaign.id).with_for_update())
-        fired = (
+        scheduled_send = (
             await session.execute(
-                select(Trigger)
-                .where(Trigger.campaign_id == campaign.id, Trigger.kind.in_(("audience", "schedule")))
-                .order_by(Trigger.id)
-                .limit(1)
+                select(Trigger).where(Trigger.campaign_id == campaign.id, Trigger.kind == "schedule").limit(1)
             )
         ).scalar_one_or_none()
-        if fired is not None:
-            return await describe(session, fired)
+        if scheduled_send is not None:
+            return await describe(session, scheduled_send)
     if body.users is not None and body.user is not None:
         raise validation_failed(
             [
