@@ -183,3 +183,21 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
     assert body["request_id"] == response.headers["x-request-id"]
     assert body["title"]
     return body
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Print what the fault tests measured (their ``record_property("fault_report", …)``), so a
+    plain `make test` shows the duplicate count after a worker's kill -9 and the outage's ledger.
+    The properties travel with each test's report, also from pytest-xdist's workers."""
+    lines = [
+        f"{report.nodeid}: {value}"
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        if getattr(report, "when", "call") == "call"
+        for name, value in getattr(report, "user_properties", [])
+        if name == "fault_report"
+    ]
+    if lines:
+        terminalreporter.section("fault test reports")
+        for line in lines:
+            terminalreporter.write_line(line)
