@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -74,6 +75,68 @@ def _wait_healthy(url: str, proc: subprocess.Popen[str], deadline: float) -> Non
     raise AssertionError("server did not become healthy in time")
 
 
+def _embedded_mode_sends(base: str, headers: dict[str, str]) -> None:
+    """`clarion serve` alone on SQLite: its in-process worker sends a trigger to per-call
+    recipients through the demo project's default `capture` provider, and its in-process
+    scheduler starts a blast, which runs to `finished`."""
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+
+        def ok(response: httpx.Response) -> Any:
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        subscription = next(s["id"] for s in ok(client.get("/subscriptions"))["results"] if s["channel"] == "email")
+        provider = ok(client.get("/providers", params={"group": "email"}))["results"][0]
+        assert provider["type"] == "capture" and provider["is_default"] is True
+
+        def campaign(type_: str, **extra: Any) -> int:
+            cid = int(
+                ok(
+                    client.post(
+                        "/campaigns",
+                        json={
+                            "type": type_,
+                            "name": type_,
+                            "subscription_id": subscription,
+                            "provider_id": provider["id"],
+                            **extra,
+                        },
+                    )
+                )["id"]
+            )
+            data = {"from": {"address": "hi@example.com"}, "subject": "Hi {{ user.first_name }}", "html": "<p>Hi</p>"}
+            ok(client.post("/templates", json={"type": "email", "campaign_id": cid, "locale": "en", "data": data}))
+            return cid
+
+        welcome = campaign("trigger")
+        ok(client.patch(f"/campaigns/{welcome}", json={"state": "scheduled"}))
+        fired = ok(
+            client.post(
+                f"/campaigns/{welcome}/trigger",
+                json={"users": [{"external_id": "ada", "email": "ada@example.com", "first_name": "Ada"}]},
+            )
+        )
+        (message,) = fired["messages"]
+        ok(client.post("/users/batch", json=[{"external_id": f"b{i}", "email": f"b{i}@example.com"} for i in range(3)]))
+        audience = ok(client.post("/lists", json={"name": "Everyone", "type": "static"}))["id"]
+        ok(client.post(f"/lists/{audience}/users", json={"external_ids": ["b0", "b1", "b2"]}))
+        blast = campaign("blast", list_ids=[audience])
+        ok(client.patch(f"/campaigns/{blast}", json={"state": "scheduled"}))  # no send_at: due now
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            captured = ok(client.get("/captured", params={"limit": 100}))["results"]
+            state = ok(client.get(f"/campaigns/{blast}"))["state"]
+            if len(captured) == 4 and state == "finished":
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"embedded serve did not send: {len(captured)} captured, blast {state}")
+        by_to = {c["to"]: c for c in captured}
+        assert set(by_to) == {"ada@example.com", "b0@example.com", "b1@example.com", "b2@example.com"}
+        assert by_to["ada@example.com"]["message_id"] == message["message_id"]
+        assert ok(client.get(f"/messages/{message['message_id']}"))["state"] == "delivered"
+
+
 @pytest.mark.slow
 def test_serve_first_start_bootstraps_and_prints_keys(tmp_data_dir: Path) -> None:
     port = free_port()
@@ -101,6 +164,7 @@ def test_serve_first_start_bootstraps_and_prints_keys(tmp_data_dir: Path) -> Non
         _wait_healthy(f"http://127.0.0.1:{port}/health", proc, time.monotonic() + 60)
         me = httpx.get(f"http://127.0.0.1:{port}/api/client/me", headers={"Authorization": f"Bearer {secret.group(1)}"})
         assert me.status_code == 200 and me.json()["name"] == "Default"
+        _embedded_mode_sends(f"http://127.0.0.1:{port}/api/client", {"Authorization": f"Bearer {secret.group(1)}"})
         proc.terminate()
         output2, _ = proc.communicate(timeout=30)
     finally:
