@@ -287,7 +287,13 @@ async def test_a_blast_fires_at_its_audience_with_no_body(
     fired = await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", headers=tenant.sk)  # no body at all
     assert fired.status_code == 200, fired.text
     assert fired.json()["messages"] is None
+    # Fired by hand, a blast goes through the lifecycle its schedule would have given it.
+    assert await _state(client, tenant, r.campaign_id) == "loading"
+    await JobSource(db).run_once()
+    assert await _state(client, tenant, r.campaign_id) == "running"
     await drain(db)
+    await campaign_lifecycle(db)
+    assert await _state(client, tenant, r.campaign_id) == "finished"
     progress = (
         await client.get(
             f"/api/client/campaigns/{r.campaign_id}/triggers/{fired.json()['trigger_id']}", headers=tenant.sk

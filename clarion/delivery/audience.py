@@ -192,7 +192,7 @@ async def materialise_trigger(ctx: JobContext, payload: dict[str, Any]) -> None:
             if last is None:
                 trigger.state = "ready"
                 trigger.materialised_at = utcnow()
-                if trigger.kind == "schedule" and campaign.state == "loading":
+                if trigger.kind in ("schedule", "audience") and campaign.state == "loading":
                     campaign.state = "running"
                 if trigger.recipients is None:
                     trigger.recipients = 0

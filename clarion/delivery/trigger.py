@@ -165,6 +165,11 @@ async def create_trigger(
     if recipients is None:
         from clarion.delivery.audience import enqueue_materialisation
 
+        if campaign.type == "blast" and campaign.state in ("scheduled", "finished"):
+            # A blast fired at its audience goes through the lifecycle its schedule would:
+            # loading while it materialises, running until drained, then finished.
+            campaign.state = "loading"
+            campaign.updated_at = utcnow()
         await enqueue_materialisation(session, trigger)
         return await describe(session, trigger)
     await _per_call_messages(session, campaign, trigger, recipients)
