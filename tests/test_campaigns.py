@@ -171,6 +171,11 @@ async def test_state_transitions(client: httpx.AsyncClient, tenant: Tenant, setu
     )
     scheduled = await client.patch(url, json={"state": "scheduled"}, headers=tenant.sk)
     assert scheduled.status_code == 200 and scheduled.json()["state"] == "scheduled"
+    as_editor = {"Authorization": f"Bearer {editor['value']}"}
+    # Deleting (archiving) a live campaign aborts it: an editor may not, as with PATCH aborted.
+    assert_problem(await client.delete(url, headers=as_editor), 403, "permission_denied")
+    assert_problem(await client.patch(url, json={"state": "aborted"}, headers=as_editor), 403, "permission_denied")
+    assert (await client.get(url, headers=tenant.sk)).json()["state"] == "scheduled"
     aborted = await client.patch(url, json={"state": "aborted"}, headers=tenant.sk)
     assert aborted.json()["state"] == "aborted"
     assert_problem(await client.patch(url, json={"state": "scheduled"}, headers=tenant.sk), 409, "state_conflict")

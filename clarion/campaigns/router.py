@@ -99,7 +99,7 @@ async def wait_for_abort(ctx: ProjectContext, campaign_id: int) -> None:
 @router.delete("/campaigns/{campaignId}", response_model=bool, operation_id="deleteCampaign")
 async def delete_campaign(campaign_id: int = CampaignId, ctx: ProjectContext = project_ctx("editor")) -> Any:
     async with ctx.write() as session:
-        await service.delete_campaign(session, await service.get_campaign(session, campaign_id))
+        await service.delete_campaign(session, await service.get_campaign(session, campaign_id), ctx.principal.role)
     return True
 
 

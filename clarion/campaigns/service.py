@@ -263,10 +263,15 @@ async def abort(session: AsyncSession, campaign: Campaign) -> int:
     return await abort_messages(session, campaign_id=campaign.id, states=UNSENT_MESSAGE_STATES, now=utcnow())
 
 
-async def delete_campaign(session: AsyncSession, campaign: Campaign) -> None:
-    """First call archives; the second removes the campaign and its history."""
+async def delete_campaign(session: AsyncSession, campaign: Campaign, role: str) -> None:
+    """First call archives; the second removes the campaign and its history. Archiving a live
+    campaign aborts it, so it needs the role an abort needs (publisher)."""
     if campaign.archived_at is None:
         if campaign.state in ("loading", "running", "scheduled"):
+            if not project_role_at_least(role, "publisher"):
+                raise ApiError(
+                    ErrorCode.permission_denied, "Deleting a live campaign aborts it, which needs the publisher role."
+                )
             await abort(session, campaign)
         campaign.archived_at = utcnow()
         campaign.updated_at = utcnow()
