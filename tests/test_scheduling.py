@@ -53,9 +53,11 @@ async def test_scheduled_blast_runs_to_finished(client: httpx.AsyncClient, tenan
     )
     r = await _blast(client, tenant, list_id)
     later = await _blast(client, tenant, list_id, send_at=(utcnow() + timedelta(hours=2)).isoformat())
+    passed = await _blast(client, tenant, list_id, send_at=(utcnow() - timedelta(minutes=1)).isoformat())
     await campaign_lifecycle(db)
     await campaign_lifecycle(db)  # idempotent: still one schedule trigger
     assert await _state(client, tenant, r.campaign_id) == "loading"
+    assert await _state(client, tenant, passed.campaign_id) == "loading"  # its send_at has passed
     assert await _state(client, tenant, later.campaign_id) == "scheduled"
     async with db.transaction(project_id=tenant.project_id, readonly=True) as session:
         kinds = (await session.execute(select(Trigger.kind).where(Trigger.campaign_id == r.campaign_id))).scalars()
@@ -66,7 +68,7 @@ async def test_scheduled_blast_runs_to_finished(client: httpx.AsyncClient, tenan
     await campaign_lifecycle(db)
     assert await _state(client, tenant, r.campaign_id) == "finished"
     captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
-    assert sorted(c["to"] for c in captured) == sorted(f"s{i}@example.com" for i in range(4))
+    assert sorted(c["to"] for c in captured) == sorted([f"s{i}@example.com" for i in range(4)] * 2)  # two blasts
 
 
 async def test_local_time_blast_starts_26_hours_ahead(client: httpx.AsyncClient, tenant: Tenant, db: Database) -> None:

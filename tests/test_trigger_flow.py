@@ -659,3 +659,56 @@ async def test_a_worker_claims_only_what_the_providers_rate_allows(
     # Leave nothing due behind: other tests' workers claim across projects.
     aborted = await client.patch(f"/api/client/campaigns/{r.campaign_id}", json={"state": "aborted"}, headers=tenant.sk)
     assert aborted.json()["state"] == "aborted"
+
+
+async def test_an_audience_materialises_in_chunks(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database, monkeypatch: Any
+) -> None:
+    """Chunks of 2 users: every chunk resumes after the last id of the one before, so nothing is
+    skipped or doubled (the 5,000-user chunk of production works the same way)."""
+    from clarion.delivery import audience
+
+    monkeypatch.setattr(audience, "CHUNK_SIZE", 2)
+    users = [{"external_id": f"c{i}", "email": f"c{i}@example.com"} for i in range(7)]
+    await client.post("/api/client/users/batch", json=users, headers=tenant.sk)
+    lst = (await client.post("/api/client/lists", json={"name": "Seven", "type": "static"}, headers=tenant.sk)).json()
+    await client.post(
+        f"/api/client/lists/{lst['id']}/users",
+        json={"external_ids": [u["external_id"] for u in users]},
+        headers=tenant.sk,
+    )
+    r = await make_campaign(client, tenant, list_ids=[lst["id"]])
+    scheduled = await client.patch(
+        f"/api/client/campaigns/{r.campaign_id}", json={"state": "scheduled"}, headers=tenant.sk
+    )
+    assert scheduled.status_code == 200, scheduled.text
+    fired = await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", json={}, headers=tenant.sk)
+    assert fired.status_code == 200, fired.text
+    await drain(db)
+    progress = (
+        await client.get(
+            f"/api/client/campaigns/{r.campaign_id}/triggers/{fired.json()['trigger_id']}", headers=tenant.sk
+        )
+    ).json()
+    assert progress["recipients"] == 7 and progress["messages"] == {"delivered": 7}
+    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    assert sorted(c["to"] for c in captured) == sorted(u["email"] for u in users)
+
+
+async def test_a_per_call_recipient_named_by_anonymous_id_only(
+    client: httpx.AsyncClient, tenant: Tenant, ready: Ready, db: Database
+) -> None:
+    await client.post(
+        "/api/client/users/batch", json=[{"anonymous_id": "anon-7", "email": "anon7@example.com"}], headers=tenant.sk
+    )
+    fired = await client.post(
+        f"/api/client/campaigns/{ready.campaign_id}/trigger",
+        json={"users": [{"anonymous_id": "anon-7", "plan": "trial"}]},
+        headers=tenant.sk,
+    )
+    assert fired.status_code == 200, fired.text
+    (message,) = fired.json()["messages"]
+    assert message["state"] == "queued" and message["external_id"] is None
+    await drain(db)
+    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    assert [c["to"] for c in captured] == ["anon7@example.com"]
