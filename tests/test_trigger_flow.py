@@ -5,6 +5,7 @@ provider, and every step is visible through the API."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from dataclasses import dataclass
 from email import message_from_string, policy
@@ -712,3 +713,76 @@ async def test_a_per_call_recipient_named_by_anonymous_id_only(
     await drain(db)
     captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
     assert [c["to"] for c in captured] == ["anon7@example.com"]
+
+
+class WorkerDied(Exception):
+    """Stands for a worker process killed between two chunks."""
+
+
+async def test_a_worker_dying_mid_audience_hands_the_job_over_within_a_short_lease(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database, monkeypatch: Any
+) -> None:
+    """The materialisation job is claimed with the worker's long job lease, but each committed
+    chunk shortens it to CHUNK_LEASE_SECONDS: a worker killed mid-audience leaves a job another
+    worker takes over within seconds, and the rerun adds only what is missing."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from clarion.core.clock import utcnow
+    from clarion.core.queue import claim_due
+    from clarion.delivery import audience
+    from clarion.worker.jobs import JOB_TABLE, JobContext
+
+    monkeypatch.setattr(audience, "CHUNK_SIZE", 2)
+    users = [{"external_id": f"k{i}", "email": f"k{i}@example.com"} for i in range(5)]
+    await client.post("/api/client/users/batch", json=users, headers=tenant.sk)
+    lst = (await client.post("/api/client/lists", json={"name": "Five", "type": "static"}, headers=tenant.sk)).json()
+    await client.post(
+        f"/api/client/lists/{lst['id']}/users",
+        json={"external_ids": [u["external_id"] for u in users]},
+        headers=tenant.sk,
+    )
+    r = await make_campaign(client, tenant, list_ids=[lst["id"]])
+    await client.patch(f"/api/client/campaigns/{r.campaign_id}", json={"state": "scheduled"}, headers=tenant.sk)
+    fired = await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", json={}, headers=tenant.sk)
+    assert fired.status_code == 200, fired.text
+    async with db.transaction() as session:  # a worker claims the job with a 300 s lease …
+        jobs = await claim_due(
+            session,
+            JOB_TABLE,
+            now=utcnow(),
+            limit=1,
+            lease=timedelta(seconds=300),
+            extra_where=JOB_TABLE.c.kind == audience.MATERIALISE_JOB,
+        )
+    (job,) = jobs
+    real_chunk = audience.materialise_chunk
+    chunks = 0
+
+    async def chunk_then_die(*args: Any) -> Any:
+        nonlocal chunks
+        chunks += 1
+        if chunks == 2:
+            raise WorkerDied  # … and dies in its second chunk (its first is committed)
+        return await real_chunk(*args)
+
+    monkeypatch.setattr(audience, "materialise_chunk", chunk_then_die)
+    ctx = JobContext(db, job.id, job.project_id, job.attempts)
+    with contextlib.suppress(WorkerDied):
+        await audience.materialise_trigger(ctx, dict(job.payload))
+    async with db.transaction(readonly=True) as session:
+        state, lease_until = (
+            await session.execute(select(JOB_TABLE.c.state, JOB_TABLE.c.lease_until).where(JOB_TABLE.c.id == job.id))
+        ).one()
+    assert state == "running"
+    assert lease_until <= utcnow() + timedelta(seconds=audience.CHUNK_LEASE_SECONDS + 1)
+    # Once that lease runs out, any worker finishes the audience: every user exactly once.
+    monkeypatch.setattr(audience, "materialise_chunk", real_chunk)
+    async with db.transaction() as session:
+        await session.execute(
+            JOB_TABLE.update().where(JOB_TABLE.c.id == job.id).values(lease_until=utcnow() - timedelta(seconds=1))
+        )
+    await drain(db)
+    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    assert sorted(c["to"] for c in captured) == sorted(u["email"] for u in users)

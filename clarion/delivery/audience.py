@@ -34,6 +34,8 @@ from clarion.worker.jobs import JobContext, enqueue_job, job_handler
 
 MATERIALISE_JOB = "trigger.materialise"
 CHUNK_SIZE = 5000
+# How long a materialisation job's lease runs after each committed chunk (a chunk takes seconds).
+CHUNK_LEASE_SECONDS = 30.0
 USERS: Table = User.__table__  # type: ignore[assignment]
 MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 EVENTS: Table = MessageEvent.__table__  # type: ignore[assignment]
@@ -171,8 +173,10 @@ async def _due_at_sql(session: AsyncSession, campaign: Campaign, now: datetime) 
 
 @job_handler(MATERIALISE_JOB)
 async def materialise_trigger(ctx: JobContext, payload: dict[str, Any]) -> None:
-    """Run the chunks; each commits on its own so sending starts while the rest materialises.
-    A crash resumes from the last committed chunk (the job is retried; inserts are idempotent)."""
+    """Run the chunks; each commits on its own so sending starts while the rest materialises,
+    and renews the job's lease to ``CHUNK_LEASE_SECONDS``. A crashed worker's job is claimed
+    again once that short lease runs out and runs the chunks again (inserts are idempotent, so
+    only the rows not yet written are added)."""
     trigger_id = int(payload["trigger_id"])
     after = int(payload.get("after_user_id", 0))
     project_id = ctx.project_id
@@ -189,6 +193,9 @@ async def materialise_trigger(ctx: JobContext, payload: dict[str, Any]) -> None:
             if after == 0 and trigger.state == "pending":
                 trigger.state = "materialising"
             last = await materialise_chunk(session, campaign, trigger, after)
+            # Committed with the chunk: a worker that dies mid-audience hands the job over within
+            # CHUNK_LEASE_SECONDS, not after the claim's whole lease (chunks are idempotent).
+            await ctx.keep_alive(session, seconds=CHUNK_LEASE_SECONDS)
             if last is None:
                 trigger.state = "ready"
                 trigger.materialised_at = utcnow()

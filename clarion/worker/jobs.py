@@ -30,6 +30,20 @@ class JobContext:
     project_id: int | None
     attempts: int
 
+    async def keep_alive(self, session: AsyncSession, *, seconds: float) -> None:
+        """Set this job's lease to run out ``seconds`` from now, in the caller's transaction.
+
+        A long job that commits its work in steps calls this with each step: its lease stays
+        short, so if its worker dies another one takes the job over within ``seconds`` of the
+        last step rather than after the claim's whole lease. (A step slower than ``seconds``
+        lets a second worker start the same job: only jobs whose steps are idempotent use it.)
+        """
+        await session.execute(
+            update(JOB_TABLE)
+            .where(JOB_TABLE.c.id == self.job_id, JOB_TABLE.c.state == "running")
+            .values(lease_until=utcnow() + timedelta(seconds=seconds))
+        )
+
 
 JobHandler = Callable[[JobContext, dict[str, Any]], Awaitable[None]]
 JOB_HANDLERS: dict[str, JobHandler] = {}
