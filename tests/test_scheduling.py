@@ -302,3 +302,31 @@ async def test_a_blast_fires_at_its_audience_with_no_body(
         )
     ).json()
     assert progress["recipients"] == 3 and progress["messages"] == {"delivered": 3}
+
+
+async def test_a_blast_fired_again_while_running_finishes_after_both_sends(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    list_id = await _audience(
+        client, tenant, [{"external_id": f"w{i}", "email": f"w{i}@example.com"} for i in range(2)]
+    )
+    r = await _blast(client, tenant, list_id, send_at=(utcnow() + timedelta(hours=2)).isoformat())
+    url = f"/api/client/campaigns/{r.campaign_id}/trigger"
+    assert (await client.post(url, json={}, headers=tenant.sk)).status_code == 200
+    await JobSource(db).run_once()
+    await drain(db)
+    assert await _state(client, tenant, r.campaign_id) == "running"
+    assert (await client.post(url, json={}, headers=tenant.sk)).status_code == 200  # its audience not yet written
+    await campaign_lifecycle(db)
+    assert await _state(client, tenant, r.campaign_id) == "running"  # not finished before the second send
+    await drain(db)
+    await campaign_lifecycle(db)
+    assert await _state(client, tenant, r.campaign_id) == "finished"
+    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    assert sorted(c["to"] for c in captured) == sorted(["w0@example.com", "w1@example.com"] * 2)
+    # Fired once more after it finished: it runs again.
+    assert (await client.post(url, json={}, headers=tenant.sk)).status_code == 200
+    assert await _state(client, tenant, r.campaign_id) == "loading"
+    await drain(db)
+    await campaign_lifecycle(db)
+    assert await _state(client, tenant, r.campaign_id) == "finished"

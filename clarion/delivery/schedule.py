@@ -89,12 +89,14 @@ async def _promote(session: AsyncSession, campaign_id: int) -> int:
 
 
 async def finish_running(db: Database) -> int:
-    """Mark running blasts with nothing left to send ``finished``."""
+    """Mark running blasts with nothing left to send ``finished``: no pending message, and no
+    audience still being materialised (a blast fired again while it runs)."""
     pending = exists().where(Message.campaign_id == Campaign.id, Message.state.in_(PENDING_MESSAGE_STATES))
+    loading = exists().where(Trigger.campaign_id == Campaign.id, Trigger.state.in_(("pending", "materialising")))
     async with db.transaction() as session:
         result = await session.execute(
             update(Campaign)
-            .where(Campaign.type == "blast", Campaign.state == "running", ~pending)
+            .where(Campaign.type == "blast", Campaign.state == "running", ~pending, ~loading)
             .values(state="finished", updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
