@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 from sqlalchemy import select
@@ -16,20 +17,29 @@ from clarion.delivery.outcomes import SentMessage, record_outcomes
 from clarion.providers.base import SendResult
 from clarion.subscriptions.models import Suppression
 from tests.conftest import Tenant
-from tests.test_campaigns import make_setup
+from tests.test_campaigns import Setup, make_setup
 
 
-async def test_outcomes_update_states_events_counters_and_suppressions(db: Database, tenant: Tenant) -> None:
-    setup = await make_setup(db, tenant)
+async def _campaign_and_trigger(
+    db: Database, tenant: Tenant, setup: Setup, *, kind: str, **trigger_fields: Any
+) -> tuple[Campaign, Trigger]:
+    """An email trigger campaign on the setup's subscription and provider, with one trigger."""
     async with db.transaction(project_id=tenant.project_id) as session:
         campaign = Campaign(
             type="trigger", name="t", channel="email", subscription_id=setup.email_sub, provider_id=setup.email_provider
         )
         session.add(campaign)
         await session.flush()
-        trigger = Trigger(public_id=f"trg_o{campaign.id}", campaign_id=campaign.id, kind="users")
+        trigger = Trigger(public_id=f"trg_{kind}{campaign.id}", campaign_id=campaign.id, kind=kind, **trigger_fields)
         session.add(trigger)
         await session.flush()
+    return campaign, trigger
+
+
+async def test_outcomes_update_states_events_counters_and_suppressions(db: Database, tenant: Tenant) -> None:
+    setup = await make_setup(db, tenant)
+    campaign, trigger = await _campaign_and_trigger(db, tenant, setup, kind="users")
+    async with db.transaction(project_id=tenant.project_id) as session:
         messages = []
         for i in range(6):
             m = Message(
@@ -115,17 +125,8 @@ async def test_trigger_progress_and_message_timeline(
     client: httpx.AsyncClient, db: Database, tenant: Tenant, other_tenant: Tenant
 ) -> None:
     setup = await make_setup(db, tenant)
+    campaign, trigger = await _campaign_and_trigger(db, tenant, setup, kind="users", state="ready", recipients=2)
     async with db.transaction(project_id=tenant.project_id) as session:
-        campaign = Campaign(
-            type="trigger", name="t", channel="email", subscription_id=setup.email_sub, provider_id=setup.email_provider
-        )
-        session.add(campaign)
-        await session.flush()
-        trigger = Trigger(
-            public_id=f"trg_p{campaign.id}", campaign_id=campaign.id, kind="users", state="ready", recipients=2
-        )
-        session.add(trigger)
-        await session.flush()
         m1 = Message(
             public_id=f"msg_p{campaign.id}_1",
             campaign_id=campaign.id,
@@ -179,16 +180,8 @@ async def test_concurrent_opens_of_one_message_count_once(db: Database, tenant: 
     """The campaign's `opens` is unique per message even when one message's pixel is loaded
     several times at once (mail clients prefetch): the first-open check and the counter bump
     are serialised on the message row."""
-    setup = await make_setup(db, tenant)
+    campaign, trigger = await _campaign_and_trigger(db, tenant, await make_setup(db, tenant), kind="user")
     async with db.transaction(project_id=tenant.project_id) as session:
-        campaign = Campaign(
-            type="trigger", name="t", channel="email", subscription_id=setup.email_sub, provider_id=setup.email_provider
-        )
-        session.add(campaign)
-        await session.flush()
-        trigger = Trigger(public_id=f"trg_c{campaign.id}", campaign_id=campaign.id, kind="user")
-        session.add(trigger)
-        await session.flush()
         message = Message(
             public_id=f"msg_c{campaign.id}", campaign_id=campaign.id, trigger_id=trigger.id, user_id=1, channel="email"
         )

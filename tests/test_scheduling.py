@@ -19,19 +19,12 @@ from clarion.providers.capture import CapturedMessage
 from clarion.users.models import User
 from clarion.worker.jobs import JobSource
 from tests.conftest import Tenant
-from tests.test_trigger_flow import Ready, drain, make_campaign
+from tests.test_trigger_flow import Ready, audience_list, captured_messages, drain, make_campaign
 
 
-async def _audience(client: httpx.AsyncClient, tenant: Tenant, users: list[dict[str, str]]) -> int:
-    assert (await client.post("/api/client/users/batch", json=users, headers=tenant.sk)).status_code < 300
-    lst = (await client.post("/api/client/lists", json={"name": "All", "type": "static"}, headers=tenant.sk)).json()
-    added = await client.post(
-        f"/api/client/lists/{lst['id']}/users",
-        json={"external_ids": [u["external_id"] for u in users]},
-        headers=tenant.sk,
-    )
-    assert added.status_code < 300, added.text
-    return int(lst["id"])
+async def _trigger_kinds(db: Database, tenant: Tenant, campaign_id: int) -> list[str]:
+    async with db.transaction(project_id=tenant.project_id, readonly=True) as session:
+        return list((await session.execute(select(Trigger.kind).where(Trigger.campaign_id == campaign_id))).scalars())
 
 
 async def _blast(client: httpx.AsyncClient, tenant: Tenant, list_id: int, **extra: object) -> Ready:
@@ -48,7 +41,7 @@ async def _state(client: httpx.AsyncClient, tenant: Tenant, campaign_id: int) ->
 
 
 async def test_scheduled_blast_runs_to_finished(client: httpx.AsyncClient, tenant: Tenant, db: Database) -> None:
-    list_id = await _audience(
+    list_id = await audience_list(
         client, tenant, [{"external_id": f"s{i}", "email": f"s{i}@example.com"} for i in range(4)]
     )
     r = await _blast(client, tenant, list_id)
@@ -59,20 +52,18 @@ async def test_scheduled_blast_runs_to_finished(client: httpx.AsyncClient, tenan
     assert await _state(client, tenant, r.campaign_id) == "loading"
     assert await _state(client, tenant, passed.campaign_id) == "loading"  # its send_at has passed
     assert await _state(client, tenant, later.campaign_id) == "scheduled"
-    async with db.transaction(project_id=tenant.project_id, readonly=True) as session:
-        kinds = (await session.execute(select(Trigger.kind).where(Trigger.campaign_id == r.campaign_id))).scalars()
-        assert list(kinds) == ["schedule"]
+    assert await _trigger_kinds(db, tenant, r.campaign_id) == ["schedule"]
     await JobSource(db).run_once()
     assert await _state(client, tenant, r.campaign_id) == "running"
     await drain(db)
     await campaign_lifecycle(db)
     assert await _state(client, tenant, r.campaign_id) == "finished"
-    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    captured = await captured_messages(client, tenant)
     assert sorted(c["to"] for c in captured) == sorted([f"s{i}@example.com" for i in range(4)] * 2)  # two blasts
 
 
 async def test_local_time_blast_starts_26_hours_ahead(client: httpx.AsyncClient, tenant: Tenant, db: Database) -> None:
-    list_id = await _audience(client, tenant, [{"external_id": "l0", "email": "l0@example.com"}])
+    list_id = await audience_list(client, tenant, [{"external_id": "l0", "email": "l0@example.com"}])
     soon = await _blast(
         client, tenant, list_id, send_in_user_timezone=True, send_at=(utcnow() + timedelta(hours=25)).isoformat()
     )
@@ -95,7 +86,7 @@ async def test_due_at_is_the_wall_clock_in_each_users_zone(
         {"external_id": "nozone", "email": "nozone@example.com"},
         {"external_id": "oddzone", "email": "oddzone@example.com"},
     ]
-    list_id = await _audience(client, tenant, users)
+    list_id = await audience_list(client, tenant, users)
     # A zone the database does not know (zones are checked against Python's zone database on input,
     # which can differ from PostgreSQL's): that user gets the project's zone, the blast goes on.
     async with db.transaction(project_id=tenant.project_id) as session:
@@ -144,7 +135,7 @@ async def _users(client: httpx.AsyncClient, tenant: Tenant) -> list[dict[str, ob
 
 
 async def test_nothing_is_sent_after_abort_returns(client: httpx.AsyncClient, tenant: Tenant, db: Database) -> None:
-    list_id = await _audience(
+    list_id = await audience_list(
         client, tenant, [{"external_id": f"a{i}", "email": f"a{i}@example.com"} for i in range(40)]
     )
     r = await make_campaign(client, tenant, type_="blast", list_ids=[list_id])
@@ -215,13 +206,13 @@ async def _captured(db: Database, tenant: Tenant) -> int:
 async def test_a_blast_fired_by_hand_is_not_sent_again_by_its_schedule(
     client: httpx.AsyncClient, tenant: Tenant, db: Database
 ) -> None:
-    list_id = await _audience(client, tenant, [{"external_id": "h0", "email": "h0@example.com"}])
+    list_id = await audience_list(client, tenant, [{"external_id": "h0", "email": "h0@example.com"}])
     r = await _blast(client, tenant, list_id)
     fired = await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", json={}, headers=tenant.sk)
     assert fired.status_code == 200, fired.text
     assert await promote_scheduled(db) == 0
     await drain(db)
-    assert len((await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]) == 1
+    assert len(await captured_messages(client, tenant)) == 1
 
 
 async def test_a_blast_its_schedule_fired_is_not_sent_again_by_hand(
@@ -229,7 +220,7 @@ async def test_a_blast_its_schedule_fired_is_not_sent_again_by_hand(
 ) -> None:
     """The schedule fired the blast first: firing it through the API answers with that send
     and sends nothing more (so does a second POST /trigger)."""
-    list_id = await _audience(client, tenant, [{"external_id": "h2", "email": "h2@example.com"}])
+    list_id = await audience_list(client, tenant, [{"external_id": "h2", "email": "h2@example.com"}])
     r = await _blast(client, tenant, list_id)
     assert await promote_scheduled(db) == 1
     first = await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", json={}, headers=tenant.sk)
@@ -237,10 +228,8 @@ async def test_a_blast_its_schedule_fired_is_not_sent_again_by_hand(
     assert first.status_code == again.status_code == 200, first.text
     assert first.json()["trigger_id"] == again.json()["trigger_id"]
     await drain(db)
-    async with db.transaction(project_id=tenant.project_id, readonly=True) as session:
-        kinds = (await session.execute(select(Trigger.kind).where(Trigger.campaign_id == r.campaign_id))).scalars()
-        assert list(kinds) == ["schedule"]
-    assert len((await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]) == 1
+    assert await _trigger_kinds(db, tenant, r.campaign_id) == ["schedule"]
+    assert len(await captured_messages(client, tenant)) == 1
 
 
 async def test_a_blast_fired_after_the_scheduler_found_it_due_is_sent_once(
@@ -248,17 +237,15 @@ async def test_a_blast_fired_after_the_scheduler_found_it_due_is_sent_once(
 ) -> None:
     """The scheduler read the blast as due, then the API fired it before the promotion ran:
     the promotion re-reads the ledger under the campaign's row lock and stands down."""
-    list_id = await _audience(client, tenant, [{"external_id": "h1", "email": "h1@example.com"}])
+    list_id = await audience_list(client, tenant, [{"external_id": "h1", "email": "h1@example.com"}])
     r = await _blast(client, tenant, list_id)
     fired = await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", json={}, headers=tenant.sk)
     assert fired.status_code == 200, fired.text
     async with db.transaction(project_id=tenant.project_id) as session:
         assert await _promote(session, r.campaign_id) == 0  # what promote_scheduled runs per due campaign
     await drain(db)
-    async with db.transaction(project_id=tenant.project_id, readonly=True) as session:
-        kinds = (await session.execute(select(Trigger.kind).where(Trigger.campaign_id == r.campaign_id))).scalars()
-        assert list(kinds) == ["audience"]
-    assert len((await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]) == 1
+    assert await _trigger_kinds(db, tenant, r.campaign_id) == ["audience"]
+    assert len(await captured_messages(client, tenant)) == 1
 
 
 async def test_firing_a_blast_twice_sends_twice_unless_the_key_repeats(
@@ -266,7 +253,7 @@ async def test_firing_a_blast_twice_sends_twice_unless_the_key_repeats(
 ) -> None:
     """Triggering is a send every time (the seed: "Spotzee will happily send twice"); the
     Idempotency-Key is what makes a retry safe. (The schedule is hours ahead, out of the way.)"""
-    list_id = await _audience(client, tenant, [{"external_id": "t0", "email": "t0@example.com"}])
+    list_id = await audience_list(client, tenant, [{"external_id": "t0", "email": "t0@example.com"}])
     r = await _blast(client, tenant, list_id, send_at=(utcnow() + timedelta(hours=2)).isoformat())
     url = f"/api/client/campaigns/{r.campaign_id}/trigger"
     first = await client.post(url, json={}, headers={**tenant.sk, "Idempotency-Key": "launch-1"})
@@ -275,14 +262,14 @@ async def test_firing_a_blast_twice_sends_twice_unless_the_key_repeats(
     assert first.status_code == retried.status_code == second.status_code == 200, second.text
     assert first.json()["trigger_id"] == retried.json()["trigger_id"] != second.json()["trigger_id"]
     await drain(db)
-    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    captured = await captured_messages(client, tenant)
     assert [c["to"] for c in captured] == ["t0@example.com", "t0@example.com"]
 
 
 async def test_a_blast_fires_at_its_audience_with_no_body(
     client: httpx.AsyncClient, tenant: Tenant, db: Database
 ) -> None:
-    list_id = await _audience(
+    list_id = await audience_list(
         client, tenant, [{"external_id": f"n{i}", "email": f"n{i}@example.com"} for i in range(3)]
     )
     r = await _blast(client, tenant, list_id, send_at=(utcnow() + timedelta(hours=2)).isoformat())
@@ -307,7 +294,7 @@ async def test_a_blast_fires_at_its_audience_with_no_body(
 async def test_a_blast_fired_again_while_running_finishes_after_both_sends(
     client: httpx.AsyncClient, tenant: Tenant, db: Database
 ) -> None:
-    list_id = await _audience(
+    list_id = await audience_list(
         client, tenant, [{"external_id": f"w{i}", "email": f"w{i}@example.com"} for i in range(2)]
     )
     r = await _blast(client, tenant, list_id, send_at=(utcnow() + timedelta(hours=2)).isoformat())
@@ -322,7 +309,7 @@ async def test_a_blast_fired_again_while_running_finishes_after_both_sends(
     await drain(db)
     await campaign_lifecycle(db)
     assert await _state(client, tenant, r.campaign_id) == "finished"
-    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    captured = await captured_messages(client, tenant)
     assert sorted(c["to"] for c in captured) == sorted(["w0@example.com", "w1@example.com"] * 2)
     # Fired once more after it finished: it runs again.
     assert (await client.post(url, json={}, headers=tenant.sk)).status_code == 200

@@ -71,14 +71,32 @@ async def make_campaign(client: httpx.AsyncClient, tenant: Tenant, *, type_: str
     return Ready(campaign_id, provider_id, subscription_id)
 
 
-async def scheduled_campaign(client: httpx.AsyncClient, tenant: Tenant) -> Ready:
+async def scheduled_campaign(client: httpx.AsyncClient, tenant: Tenant, **extra: Any) -> Ready:
     """A trigger campaign with its template, moved to ``scheduled`` (ready to be triggered)."""
-    r = await make_campaign(client, tenant)
+    r = await make_campaign(client, tenant, **extra)
     scheduled = await client.patch(
         f"/api/client/campaigns/{r.campaign_id}", json={"state": "scheduled"}, headers=tenant.sk
     )
     assert scheduled.status_code == 200, scheduled.text
     return r
+
+
+async def audience_list(client: httpx.AsyncClient, tenant: Tenant, users: list[dict[str, str]]) -> int:
+    """The users, created, and a static list of them; the list's id."""
+    assert (await client.post("/api/client/users/batch", json=users, headers=tenant.sk)).status_code < 300
+    lst = (await client.post("/api/client/lists", json={"name": "All", "type": "static"}, headers=tenant.sk)).json()
+    added = await client.post(
+        f"/api/client/lists/{lst['id']}/users",
+        json={"external_ids": [u["external_id"] for u in users]},
+        headers=tenant.sk,
+    )
+    assert added.status_code < 300, added.text
+    return int(lst["id"])
+
+
+async def captured_messages(client: httpx.AsyncClient, tenant: Tenant) -> list[dict[str, Any]]:
+    """What the project's `capture` providers stored (up to 100)."""
+    return list((await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"])
 
 
 @pytest_asyncio.fixture
@@ -172,7 +190,7 @@ async def test_per_call_recipients_render_and_leave(
     assert states["u4"] == ("skipped", "unsubscribed")
     assert len(out["messages"]) == 4 and out["recipients"] == 4
     await drain(db)
-    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    captured = await captured_messages(client, tenant)
     assert sorted(c["to"] for c in captured) == ["u1@example.com", "walkin@example.com"]
     ada = next(c for c in captured if c["to"] == "u1@example.com")
     mime = message_from_string(ada["mime"], policy=policy.default)
@@ -241,7 +259,7 @@ async def test_same_idempotency_key_never_sends_twice(
     assert done and all(r.json()["trigger_id"] == done[0].json()["trigger_id"] for r in done)
     assert all(r.status_code in (200, 409) for r in responses)
     await drain(db)
-    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    captured = await captured_messages(client, tenant)
     assert sorted(c["to"] for c in captured) == sorted(f"i{i}@example.com" for i in range(5))
 
 
@@ -278,7 +296,7 @@ async def test_audience_trigger_materialises_lists_minus_exclusions(
     ).json()
     assert progress["state"] == "ready" and progress["recipients"] == 29
     assert progress["messages"] == {"delivered": 28, "skipped": 1}
-    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    captured = await captured_messages(client, tenant)
     assert len(captured) == 28 and "a0@example.com" not in {c["to"] for c in captured}
     ids = {c["message_id"] for c in captured}
     assert len(ids) == 28 and all(re.fullmatch(r"msg_[0-9A-HJKMNP-TV-Z]{26}", i) for i in ids)
@@ -464,7 +482,7 @@ async def test_one_known_user_by_external_id(
     assert [e["type"] for e in timeline["events"]] == ["queued", "sent", "delivered"]
     skipped = (await client.get(f"/api/client/messages/{no_mail['message_id']}", headers=tenant.sk)).json()
     assert [(e["type"], e["data"]) for e in skipped["events"]] == [("skipped", {"reason": "no_address"})]
-    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    captured = await captured_messages(client, tenant)
     assert [c["to"] for c in captured] == ["k1@example.com"]
     mime = message_from_string(captured[0]["mime"], policy=policy.default)
     assert mime["Subject"] == "Hi Kay — Fast"
@@ -486,7 +504,7 @@ async def test_one_user_same_key_concurrently_sends_once(
     assert done and len({r.json()["trigger_id"] for r in done}) == 1
     assert len({r.json()["messages"][0]["message_id"] for r in done}) == 1
     await drain(db)
-    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    captured = await captured_messages(client, tenant)
     assert [c["to"] for c in captured] == ["c1@example.com"]
     # The trigger table's own key guard: the same key without the middleware's record (another
     # API key) still finds the first trigger instead of sending again.
@@ -574,7 +592,7 @@ async def test_a_batch_whose_lease_ran_out_is_not_sent_again(
     await asyncio.sleep(0.6)  # A's lease runs out
     await drain(db)  # worker B claims the expired rows and sends them
     await MessageSource(db).send_claimed(ready.campaign_id, stale)  # A wakes up
-    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    captured = await captured_messages(client, tenant)
     assert sorted(c["to"] for c in captured) == [f"l{i}@example.com" for i in range(3)]
     delivery = (await client.get(f"/api/client/campaigns/{ready.campaign_id}", headers=tenant.sk)).json()["delivery"]
     assert delivery["sent"] == 3, delivery
@@ -671,18 +689,7 @@ async def test_an_audience_materialises_in_chunks(
 
     monkeypatch.setattr(audience, "CHUNK_SIZE", 2)
     users = [{"external_id": f"c{i}", "email": f"c{i}@example.com"} for i in range(7)]
-    await client.post("/api/client/users/batch", json=users, headers=tenant.sk)
-    lst = (await client.post("/api/client/lists", json={"name": "Seven", "type": "static"}, headers=tenant.sk)).json()
-    await client.post(
-        f"/api/client/lists/{lst['id']}/users",
-        json={"external_ids": [u["external_id"] for u in users]},
-        headers=tenant.sk,
-    )
-    r = await make_campaign(client, tenant, list_ids=[lst["id"]])
-    scheduled = await client.patch(
-        f"/api/client/campaigns/{r.campaign_id}", json={"state": "scheduled"}, headers=tenant.sk
-    )
-    assert scheduled.status_code == 200, scheduled.text
+    r = await scheduled_campaign(client, tenant, list_ids=[await audience_list(client, tenant, users)])
     fired = await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", json={}, headers=tenant.sk)
     assert fired.status_code == 200, fired.text
     await drain(db)
@@ -692,7 +699,7 @@ async def test_an_audience_materialises_in_chunks(
         )
     ).json()
     assert progress["recipients"] == 7 and progress["messages"] == {"delivered": 7}
-    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    captured = await captured_messages(client, tenant)
     assert sorted(c["to"] for c in captured) == sorted(u["email"] for u in users)
 
 
@@ -711,7 +718,7 @@ async def test_a_per_call_recipient_named_by_anonymous_id_only(
     (message,) = fired.json()["messages"]
     assert message["state"] == "queued" and message["external_id"] is None
     await drain(db)
-    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    captured = await captured_messages(client, tenant)
     assert [c["to"] for c in captured] == ["anon7@example.com"]
 
 
@@ -736,15 +743,7 @@ async def test_a_worker_dying_mid_audience_hands_the_job_over_within_a_short_lea
 
     monkeypatch.setattr(audience, "CHUNK_SIZE", 2)
     users = [{"external_id": f"k{i}", "email": f"k{i}@example.com"} for i in range(5)]
-    await client.post("/api/client/users/batch", json=users, headers=tenant.sk)
-    lst = (await client.post("/api/client/lists", json={"name": "Five", "type": "static"}, headers=tenant.sk)).json()
-    await client.post(
-        f"/api/client/lists/{lst['id']}/users",
-        json={"external_ids": [u["external_id"] for u in users]},
-        headers=tenant.sk,
-    )
-    r = await make_campaign(client, tenant, list_ids=[lst["id"]])
-    await client.patch(f"/api/client/campaigns/{r.campaign_id}", json={"state": "scheduled"}, headers=tenant.sk)
+    r = await scheduled_campaign(client, tenant, list_ids=[await audience_list(client, tenant, users)])
     fired = await client.post(f"/api/client/campaigns/{r.campaign_id}/trigger", json={}, headers=tenant.sk)
     assert fired.status_code == 200, fired.text
     async with db.transaction() as session:  # a worker claims the job with a 300 s lease …
@@ -784,5 +783,5 @@ async def test_a_worker_dying_mid_audience_hands_the_job_over_within_a_short_lea
             JOB_TABLE.update().where(JOB_TABLE.c.id == job.id).values(lease_until=utcnow() - timedelta(seconds=1))
         )
     await drain(db)
-    captured = (await client.get("/api/client/captured?limit=100", headers=tenant.sk)).json()["results"]
+    captured = await captured_messages(client, tenant)
     assert sorted(c["to"] for c in captured) == sorted(u["email"] for u in users)
