@@ -570,7 +570,7 @@ async def test_a_batch_whose_lease_ran_out_is_not_sent_again(
 
     from clarion.core.clock import utcnow
     from clarion.core.queue import claim_due
-    from clarion.delivery.sender import MESSAGES
+    from clarion.delivery.models import MESSAGES
 
     users = [{"external_id": f"l{i}", "email": f"l{i}@example.com"} for i in range(3)]
     fired = await client.post(
@@ -610,7 +610,7 @@ async def test_a_batch_is_renewed_only_when_its_lease_runs_short(
 
     from clarion.core.clock import utcnow
     from clarion.core.queue import claim_due
-    from clarion.delivery.sender import MESSAGES
+    from clarion.delivery.models import MESSAGES
 
     users = [{"external_id": f"r{i}", "email": f"r{i}@example.com"} for i in range(2)]
     fired = await client.post(

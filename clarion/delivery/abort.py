@@ -14,16 +14,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Table, insert, literal, null, select, update
+from sqlalchemy import insert, literal, null, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from clarion.core.sql import among
 from clarion.delivery.ids_sql import prefixed_id_sql
-from clarion.delivery.models import Message, MessageEvent
+from clarion.delivery.models import MESSAGE_EVENTS, MESSAGES
 
-MESSAGES: Table = Message.__table__  # type: ignore[assignment]
-EVENTS: Table = MessageEvent.__table__  # type: ignore[assignment]
 ABORT_CHUNK = 5000
 # The first number of an `aborted` event's id (`evt_<time><kind><message id>`): the queued event
 # appended at materialisation uses 0, so the two never collide, and a message is aborted once.
@@ -81,7 +79,7 @@ async def _abort_chunk(session: AsyncSession, ids: list[int], in_states: ColumnE
     if not moved:
         return 0
     await session.execute(
-        insert(EVENTS).from_select(
+        insert(MESSAGE_EVENTS).from_select(
             ["public_id", "project_id", "message_id", "campaign_id", "type", "data", "created_at"],
             select(
                 prefixed_id_sql("evt", literal(ABORTED_EVENT_KIND), MESSAGES.c.id),
@@ -90,7 +88,7 @@ async def _abort_chunk(session: AsyncSession, ids: list[int], in_states: ColumnE
                 MESSAGES.c.campaign_id,
                 literal("aborted"),
                 null(),
-                literal(now, type_=EVENTS.c.created_at.type),
+                literal(now, type_=MESSAGE_EVENTS.c.created_at.type),
             ).where(among(session, MESSAGES.c.id, [int(i) for i in moved])),
         )
     )

@@ -23,7 +23,7 @@ from clarion.core.clock import utcnow
 from clarion.core.sql import dialect_name, insert_for
 from clarion.delivery.ids_sql import prefixed_id_sql
 from clarion.delivery.local_time import local_due_sql
-from clarion.delivery.models import Message, MessageEvent, Trigger
+from clarion.delivery.models import MESSAGE_EVENTS, MESSAGES, Trigger
 from clarion.delivery.webhook_fanout import AppendedEvent, fan_out
 from clarion.lists.queries import audience_user_ids
 from clarion.orgs.models import Project
@@ -37,8 +37,6 @@ CHUNK_SIZE = 5000
 # How long a materialisation job's lease runs after each committed chunk (a chunk takes seconds).
 CHUNK_LEASE_SECONDS = 30.0
 USERS: Table = User.__table__  # type: ignore[assignment]
-MESSAGES: Table = Message.__table__  # type: ignore[assignment]
-EVENTS: Table = MessageEvent.__table__  # type: ignore[assignment]
 
 
 async def enqueue_materialisation(session: AsyncSession, trigger: Trigger) -> None:
@@ -119,7 +117,7 @@ async def materialise_chunk(
         return int(last)
     in_chunk = MESSAGES.c.id.in_([int(i) for i, _ in inserted])
     await session.execute(
-        insert(EVENTS).from_select(
+        insert(MESSAGE_EVENTS).from_select(
             ["public_id", "project_id", "message_id", "campaign_id", "type", "data", "created_at"],
             select(
                 prefixed_id_sql("evt", literal(0), MESSAGES.c.id),
@@ -128,15 +126,20 @@ async def materialise_chunk(
                 MESSAGES.c.campaign_id,
                 MESSAGES.c.state,
                 _skip_data(session),
-                literal(now, type_=EVENTS.c.created_at.type),
+                literal(now, type_=MESSAGE_EVENTS.c.created_at.type),
             ).where(in_chunk),
         )
     )
     if await webhook_queries.active_subscriptions(session, campaign.project_id):
         appended = (
             await session.execute(
-                select(EVENTS.c.public_id, EVENTS.c.message_id, EVENTS.c.type, EVENTS.c.data)
-                .join(MESSAGES, MESSAGES.c.id == EVENTS.c.message_id)
+                select(
+                    MESSAGE_EVENTS.c.public_id,
+                    MESSAGE_EVENTS.c.message_id,
+                    MESSAGE_EVENTS.c.type,
+                    MESSAGE_EVENTS.c.data,
+                )
+                .join(MESSAGES, MESSAGES.c.id == MESSAGE_EVENTS.c.message_id)
                 .where(in_chunk)
             )
         ).all()

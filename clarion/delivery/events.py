@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.campaigns.models import Campaign
 from clarion.core.clock import utcnow
 from clarion.core.ids import prefixed_ulid
-from clarion.delivery.models import Message, MessageEvent
+from clarion.delivery.models import MESSAGES, MessageEvent
 from clarion.delivery.webhook_fanout import AppendedEvent, fan_out
 
 # The message lifecycle catalogue (§E3): `message.<type>` on the wire.
@@ -28,7 +28,6 @@ MESSAGE_EVENT_TYPES = (
     "skipped",
 )
 _UNIQUE_COUNTERS = {"opened": "opens", "clicked": "clicks"}
-MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 
 
 async def record_message_event(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clarion.core.clock import utcnow
@@ -101,4 +101,8 @@ class MessageEvent(ProjectOwned, Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
-__all__ = ["Message", "MessageEvent", "Trigger"]
+# The tables themselves, for Core statements (bulk writes, INSERT … SELECT, claims).
+MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+MESSAGE_EVENTS: Table = MessageEvent.__table__  # type: ignore[assignment]
+
+__all__ = ["MESSAGES", "MESSAGE_EVENTS", "Message", "MessageEvent", "Trigger"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.campaigns.models import Campaign
@@ -24,14 +24,12 @@ from clarion.core.bulk import insert_rows, update_rows
 from clarion.core.ids import prefixed_ulid
 from clarion.core.queue import backoff_delay
 from clarion.core.sql import insert_for
-from clarion.delivery.models import Message, MessageEvent
+from clarion.delivery.models import MESSAGE_EVENTS, MESSAGES
 from clarion.delivery.webhook_fanout import AppendedEvent, fan_out
 from clarion.providers.base import SendResult
 from clarion.subscriptions.models import Suppression
 
 DEFAULT_MAX_ATTEMPTS = 8
-MESSAGES: Table = Message.__table__  # type: ignore[assignment]
-MESSAGE_EVENTS: Table = MessageEvent.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from clarion.core.queue import claim_due
 from clarion.core.sql import among
 from clarion.dataschema.service import classified_user_paths
 from clarion.delivery.abort import abort_messages
-from clarion.delivery.models import Message, Trigger
+from clarion.delivery.models import MESSAGES, Trigger
 from clarion.delivery.outcomes import SentMessage, record_outcomes
 from clarion.orgs.models import Project
 from clarion.providers.base import OutgoingMessage, SendResult
@@ -42,7 +42,6 @@ from clarion.users.models import User
 
 log = logging.getLogger("clarion.delivery")
 
-MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 USERS: Table = User.__table__  # type: ignore[assignment]
 MESSAGES_TOPIC = "messages"
 STOPPED_STATES = ("aborting", "aborted")
